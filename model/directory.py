@@ -1,0 +1,102 @@
+"""Model directories (model.json + unet.safetensors [+ autoencoder.safetensors]) and
+building restorers from configs and checkpoints.
+
+A model directory is the unit everything else deals in: ``resshift import-official``
+and ``resshift train`` write one, ``model.load`` reads one. Exports go beside it
+(``onnx/``, ``tensorrt/...``), never over it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Mapping, Optional
+
+import torch
+
+from .checkpoint import load_into, save_safetensors
+from .config import ModelConfig, load_config
+from .errors import ConfigError
+from .nets.autoencoder import VQAutoencoder
+from .nets.unet import SwinUNet
+from .restorer import Restorer
+
+MODEL_JSON = "model.json"
+UNET_FILE = "unet.safetensors"
+AUTOENCODER_FILE = "autoencoder.safetensors"
+BUNDLED = {"demo": Path(__file__).resolve().parent / "bundled" / "demo"}
+
+
+def build_networks(config: ModelConfig, device: str | torch.device = "cpu"
+                   ) -> tuple[SwinUNet, Optional[VQAutoencoder]]:
+    """Networks of ``config`` with freshly initialised weights (``device="meta"``: none)."""
+    with torch.device(device):
+        unet = SwinUNet(**config.unet)
+        autoencoder = VQAutoencoder(**config.autoencoder) if config.autoencoder else None
+    return unet, autoencoder
+
+
+def _restorer(config: ModelConfig, unet_state, autoencoder_state, device) -> Restorer:
+    unet, autoencoder = build_networks(config, "meta")
+    load_into(unet, unet_state, "UNet")
+    if autoencoder is not None:
+        if autoencoder_state is None:
+            raise ConfigError("this model has an autoencoder; give its checkpoint too")
+        load_into(autoencoder, autoencoder_state, "autoencoder")
+    return Restorer(config, unet, autoencoder, device)
+
+
+def import_official(config: str | Path | dict, unet_state: str | Path | Mapping,
+                    autoencoder_state: str | Path | Mapping | None = None,
+                    device: str | torch.device = "cpu") -> Restorer:
+    """A restorer from official checkpoints.
+
+    config: a preset name (``model.presets``), a path to an official YAML (OmegaConf
+    interpolations resolved), or that YAML loaded as a dict. States: dicts or paths.
+    """
+    cfg = load_config(config)
+    cfg.provenance.setdefault("source", "official checkpoint import")
+    if not isinstance(unet_state, Mapping):
+        cfg.provenance["unet_file"] = Path(unet_state).name
+    if autoencoder_state is not None and not isinstance(autoencoder_state, Mapping):
+        cfg.provenance["autoencoder_file"] = Path(autoencoder_state).name
+    return _restorer(cfg, unet_state, autoencoder_state, device)
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    if str(path) in BUNDLED:
+        return BUNDLED[str(path)]
+    return Path(path)
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> Restorer:
+    """Load a model directory (or a bundled model by name, e.g. ``"demo"``)."""
+    directory = resolve_model_dir(path)
+    meta = directory / MODEL_JSON
+    if not meta.is_file():
+        hint = " (the bundled demo model is not built yet)" if str(path) in BUNDLED else ""
+        raise ConfigError(f"{directory} is not a model directory: no {MODEL_JSON}{hint}")
+    try:
+        config = ModelConfig.from_dict(json.loads(meta.read_text()))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{meta} is not valid JSON: {exc}") from exc
+    if config.family != "resshift":
+        raise ConfigError(f"{directory} holds a {config.family!r} model; this loader "
+                          "handles 'resshift'")
+    ae_path = directory / AUTOENCODER_FILE if config.autoencoder else None
+    return _restorer(config, directory / UNET_FILE, ae_path, device)
+
+
+def save(restorer: Restorer, directory: str | Path) -> Path:
+    """Write ``restorer`` as a model directory; returns its path."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = restorer.config
+    config.provenance.setdefault("written", _dt.datetime.now(_dt.timezone.utc).isoformat(
+        timespec="seconds"))
+    save_safetensors(restorer.unet, directory / UNET_FILE)
+    if restorer.autoencoder is not None:
+        save_safetensors(restorer.autoencoder, directory / AUTOENCODER_FILE)
+    (directory / MODEL_JSON).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    return directory

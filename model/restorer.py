@@ -1,0 +1,245 @@
+"""The ResShift restorer: preprocessing, tiling, the residual-shift sampler, the autoencoder.
+
+``Restorer`` ties a configured UNet and (optional) VQGAN autoencoder to their schedule
+and exposes the Python API of DESIGN.md: ``unet``, ``autoencoder``, ``schedule``,
+``sample`` (latent in, latent out) and ``restore`` (uint8 image in, uint8 image out).
+
+Arbitrary sizes: the LQ image is reflect-padded on the right/bottom to the model's input
+multiple (as the official sampler does) and the result cropped back. Images larger than
+one latent tile are sampled tile by tile with every step blended into one canvas
+(``model.tiling.TiledDenoiser``); encode and decode are tiled too, with GroupNorm
+statistics estimated once over the whole image so that tiles agree in colour.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import ModelConfig, latent_factor, latent_multiple
+from .errors import InputImageError
+from .sampler import Denoiser, draw_noises, sample as run_sampler
+from .schedule import Schedule, schedule_from_config
+from .tiling import TiledDenoiser, plan_tiles, tiled_map
+
+Progress = Callable[[str, int, int], None]   # (stage, done, total)
+
+
+@dataclass(frozen=True)
+class TileOptions:
+    """Latent tile side and overlap (latent pixels) for sampling; pixel tile for the VAE.
+
+    ``latent_tile`` must be a multiple of the UNet's window unit (64 for the official
+    models). Tiles of this one shape are what the service batches across requests.
+    """
+
+    latent_tile: int = 64
+    latent_overlap: int = 16
+    vae_tile: int = 512          # pixels (encode input / decode output)
+    vae_overlap: int = 64        # pixels
+    max_batch: int = 4
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Reflect-pad BxCxHxW on the right/bottom up to multiples of ``multiple``.
+
+    Pads larger than the image (tiny inputs) are done as repeated reflections.
+    """
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    while ph > 0 or pw > 0:
+        step_h, step_w = min(ph, x.shape[-2] - 1), min(pw, x.shape[-1] - 1)
+        if step_h <= 0 and ph > 0 or step_w <= 0 and pw > 0:
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+            break
+        x = F.pad(x, (0, step_w, 0, step_h), mode="reflect")
+        ph, pw = ph - step_h, pw - step_w
+    return x
+
+
+def to_model_range(image: np.ndarray, device) -> torch.Tensor:
+    """HxWx3 uint8 -> 1x3xHxW float32 in [-1, 1]."""
+    t = torch.from_numpy(np.ascontiguousarray(image)).to(device=device, dtype=torch.float32)
+    return (t.permute(2, 0, 1).unsqueeze(0) / 255.0 - 0.5) / 0.5
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """1x3xHxW in [-1, 1] -> HxWx3 uint8 (clamped, rounded)."""
+    x = (x.detach().float().clamp(-1.0, 1.0) * 0.5 + 0.5)[0]
+    return (x.permute(1, 2, 0) * 255.0).round().to(torch.uint8).cpu().numpy()
+
+
+class Restorer:
+    """One loaded ResShift model. Build with ``model.load`` or ``model.import_official``."""
+
+    family = "resshift"
+
+    def __init__(self, config: ModelConfig, unet: torch.nn.Module,
+                 autoencoder: Optional[torch.nn.Module], device: str | torch.device = "cpu"):
+        self.config = config
+        self.device = torch.device(device)
+        self.unet = unet.to(self.device).eval()
+        self.autoencoder = autoencoder.to(self.device).eval() if autoencoder is not None else None
+        self.schedule: Schedule = schedule_from_config(config.diffusion)
+        self.latent = config.latent
+        self.scale = int(config.diffusion.get("sf", config.scale))
+        self.factor = latent_factor(config.autoencoder if self.latent else None)
+        self.latent_unit = latent_multiple(config.unet)
+
+    # -- pieces --------------------------------------------------------------------
+    @property
+    def steps(self) -> int:
+        return self.config.steps
+
+    def denoiser(self) -> Denoiser:
+        """The UNet as the sampler's denoiser callable (official semantics: predicts x0)."""
+        unet = self.unet
+
+        def run(x: torch.Tensor, t: torch.Tensor, lq, mask) -> torch.Tensor:
+            return unet(x, t, lq=lq, mask=mask)
+        return run
+
+    def latent_shape(self, lq_shape: Sequence[int]) -> tuple[int, int, int, int]:
+        b, _, h, w = lq_shape
+        c = self.config.autoencoder["embed_dim"] if self.latent else self.config.unet["out_channels"]
+        return (b, c, h * self.scale // self.factor, w * self.scale // self.factor)
+
+    @torch.no_grad()
+    def encode_lq(self, lq: torch.Tensor, tiles: Optional[TileOptions] = None) -> torch.Tensor:
+        """z_y: the LQ image (Bx3xhxw, [-1, 1]) upsampled bicubically by sf and encoded."""
+        y = F.interpolate(lq, scale_factor=self.scale, mode="bicubic") if self.scale != 1 else lq
+        if not self.latent:
+            return y
+        return self._vae(self.autoencoder.encode, y, 1.0 / self.factor, tiles,
+                         tile_px=(tiles or TileOptions()).vae_tile, align=self.factor)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, tiles: Optional[TileOptions] = None,
+               quantize: bool = True) -> torch.Tensor:
+        """Latent -> image in [-1, 1] (not clamped); identity for pixel-space models."""
+        if not self.latent:
+            return z
+        opts = tiles or TileOptions()
+
+        def dec(x):
+            return self.autoencoder.decode(x, quantize=quantize)
+        return self._vae(dec, z, float(self.factor), tiles,
+                         tile_px=max(1, opts.vae_tile // self.factor), align=1)
+
+    def _vae(self, fn, x: torch.Tensor, scale: float, tiles: Optional[TileOptions],
+             tile_px: int, align: int) -> torch.Tensor:
+        """Run an encoder/decoder whole, or tiled with image-wide GroupNorm statistics."""
+        if tiles is None or plan_tiles(x.shape[-2], x.shape[-1], tile_px, 0).single:
+            return fn(x)
+        overlap = tiles.vae_overlap if scale < 1 else max(1, tiles.vae_overlap // self.factor)
+        overlap = (overlap // align) * align
+        with self._image_wide_norm(fn, x, tile_px):
+            return tiled_map(fn, x, tile_px, overlap, scale, tiles.max_batch, align)
+
+    @contextlib.contextmanager
+    def _image_wide_norm(self, fn, x: torch.Tensor, tile_px: int):
+        """Estimate every GroupNorm's statistics on a downscaled copy of the whole input,
+        then make all tiles normalise with them (per-tile statistics shift colours)."""
+        ae = self.autoencoder
+        if not hasattr(ae, "groupnorm_stats"):
+            yield
+            return
+        h, w = x.shape[-2:]
+        shrink = max(h / tile_px, w / tile_px, 1.0)
+        small = F.interpolate(x, size=(max(1, round(h / shrink)), max(1, round(w / shrink))),
+                              mode="area") if shrink > 1 else x
+        with ae.groupnorm_stats("record") as stats:
+            fn(small)
+        with ae.groupnorm_stats("use", stats=stats):
+            yield
+
+    # -- sampling --------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, lq: torch.Tensor, mask: Optional[torch.Tensor] = None,
+               noises: Optional[Sequence[torch.Tensor]] = None,
+               return_trajectory: bool = False, *,
+               generator: torch.Generator | Sequence[torch.Generator] | None = None,
+               tiles: Optional[TileOptions] = None,
+               callback=None) -> torch.Tensor | list[torch.Tensor]:
+        """Sample the clean latent for LQ images (Bx3xhxw in [-1, 1], padded already).
+
+        mask: Bx1xhxw in [-1, 1], 1 = area to fill (inpainting models only).
+        noises: optional T+1 tensors shaped like the latent (see ``model.sampler``).
+        tiles: None runs the whole latent at once; otherwise latent tiles are blended.
+        Returns x_0 (latent), or [x_T, ..., x_0] with ``return_trajectory``.
+        """
+        lq = lq.to(self.device, torch.float32)
+        if self.config.needs_mask and mask is None:
+            raise InputImageError("this inpainting model needs a mask (white = area to fill)")
+        mask = mask.to(self.device, torch.float32) if mask is not None and self.config.needs_mask else None
+        z_y = self.encode_lq(lq, tiles)
+        if noises is None:
+            noises = draw_noises(z_y.shape, self.schedule.num_steps + 1, generator,
+                                 device=self.device)
+        else:
+            noises = [n.to(self.device, torch.float32) for n in noises]
+        denoiser = self.denoiser()
+        if tiles is not None:
+            denoiser = TiledDenoiser(denoiser, tiles.latent_tile, tiles.latent_overlap,
+                                     tiles.max_batch)
+        cond_lq = lq if self.config.unet.get("cond_lq", True) else None
+        return run_sampler(denoiser, z_y, self.schedule, lq=cond_lq, mask=mask, noises=noises,
+                           latent=self.latent,
+                           normalize_input=bool(self.config.diffusion.get("normalize_input", True)),
+                           mode=self.config.sampler, return_trajectory=return_trajectory,
+                           callback=callback)
+
+    def tile_options(self, tile: Optional[int]) -> Optional[TileOptions]:
+        """``tile`` (latent pixels): None = default tiling, 0 = never tile."""
+        if tile == 0:
+            return None
+        side = TileOptions().latent_tile if tile is None else int(tile)
+        if side <= 0 or side % self.latent_unit:
+            raise InputImageError(f"tile must be a positive multiple of {self.latent_unit} "
+                                  f"latent pixels, got {tile}")
+        return TileOptions(latent_tile=side, latent_overlap=max(8, side // 4),
+                           vae_tile=max(512, side * self.factor))
+
+    @torch.no_grad()
+    def restore(self, image: np.ndarray, mask: Optional[np.ndarray] = None,
+                seed: Optional[int] = None, tile: Optional[int] = None,
+                progress: Optional[Progress] = None) -> np.ndarray:
+        """Restore an HxWx3 uint8 RGB image end to end; returns (sf*H)x(sf*W)x3 uint8.
+
+        mask: HxW bool (True = fill), required by inpainting models. seed: the noise
+        seed (random when None). tile: latent tile side (None default, 0 = untiled).
+        """
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise InputImageError(f"expected an HxWx3 uint8 RGB array, got {image.dtype} "
+                                  f"{image.shape}")
+        h, w = image.shape[:2]
+        tiles = self.tile_options(tile)
+        lq = to_model_range(image, self.device)
+        mask_t = None
+        if self.config.needs_mask:
+            if mask is None:
+                raise InputImageError("this inpainting model needs a mask (white = area to fill)")
+            if mask.shape != (h, w):
+                raise InputImageError(f"the mask is {mask.shape[1]}x{mask.shape[0]} but the "
+                                      f"image is {w}x{h}; send a mask of the image's size")
+            mask_t = torch.from_numpy(mask.astype(np.float32))[None, None].to(self.device)
+        padded = pad_to_multiple(lq, self.config.input_multiple)
+        mask_pad = pad_to_multiple(mask_t, self.config.input_multiple) * 2 - 1 \
+            if mask_t is not None else None
+        generator = torch.Generator().manual_seed(
+            int(seed) if seed is not None else int(torch.seed() % 2**63))
+
+        def on_step(i, t, x, x0):
+            if progress is not None:
+                progress("denoise", i, self.steps)
+        z0 = self.sample(padded, mask_pad, generator=generator, tiles=tiles, callback=on_step)
+        out = self.decode(z0, tiles)[..., :h * self.scale, :w * self.scale]
+        if mask_t is not None:
+            # Known pixels are pasted back; only the masked area comes from the model.
+            out = mask_t * out.clamp(-1, 1) + (1 - mask_t) * lq
+        return to_uint8(out)
