@@ -52,7 +52,8 @@ def _open(data: bytes | str | Path) -> Image.Image:
         raise InputImageError("not a recognised image (PNG, JPEG, WebP, BMP, TIFF...); "
                               "the file is corrupt or of another type") from exc
     except OSError as exc:
-        raise InputImageError(f"cannot read the image: {exc}") from exc
+        raise InputImageError(f"cannot read the image ({exc}): the file is truncated or "
+                              "corrupt; send the complete file") from exc
 
 
 def _check_size(width: int, height: int, max_pixels: int, min_side: int, what: str) -> None:

@@ -25,7 +25,7 @@ from .config import ModelConfig, latent_factor, latent_multiple
 from .errors import InputImageError
 from .sampler import Denoiser, draw_noises, sample as run_sampler
 from .schedule import Schedule, schedule_from_config
-from .tiling import TiledDenoiser, plan_tiles, tiled_map
+from .tiling import TiledDenoiser, plan_tiles, tile_cores, tiled_map
 
 Progress = Callable[[str, int, int], None]   # (stage, done, total)
 
@@ -136,26 +136,26 @@ class Restorer:
         """Run an encoder/decoder whole, or tiled with image-wide GroupNorm statistics."""
         if tiles is None or plan_tiles(x.shape[-2], x.shape[-1], tile_px, 0).single:
             return fn(x)
+        if x.shape[0] > 1:      # statistics are per image: one image at a time
+            return torch.cat([self._vae(fn, x[i:i + 1], scale, tiles, tile_px, align)
+                              for i in range(x.shape[0])])
         overlap = tiles.vae_overlap if scale < 1 else max(1, tiles.vae_overlap // self.factor)
         overlap = (overlap // align) * align
-        with self._image_wide_norm(fn, x, tile_px):
+        with self._shared_norm_stats(fn, x, tile_px, overlap, align):
             return tiled_map(fn, x, tile_px, overlap, scale, tiles.max_batch, align)
 
     @contextlib.contextmanager
-    def _image_wide_norm(self, fn, x: torch.Tensor, tile_px: int):
-        """Estimate every GroupNorm's statistics on a downscaled copy of the whole input,
-        then make all tiles normalise with them (per-tile statistics shift colours)."""
+    def _shared_norm_stats(self, fn, x: torch.Tensor, tile: int, overlap: int, align: int):
+        """Two-pass tiling: first record every GroupNorm's statistics over all tiles
+        (each tile counting only the part it owns), then normalise every tile with
+        those shared statistics. Per-tile statistics shift colours tile by tile."""
         ae = self.autoencoder
-        if not hasattr(ae, "groupnorm_stats"):
-            yield
-            return
-        h, w = x.shape[-2:]
-        shrink = max(h / tile_px, w / tile_px, 1.0)
-        small = F.interpolate(x, size=(max(1, round(h / shrink)), max(1, round(w / shrink))),
-                              mode="area") if shrink > 1 else x
-        with ae.groupnorm_stats("record") as stats:
-            fn(small)
-        with ae.groupnorm_stats("use", stats=stats):
+        plan = plan_tiles(x.shape[-2], x.shape[-1], tile, overlap, align)
+        stats = None
+        for (top, left), core in zip(plan.boxes, tile_cores(plan)):
+            with ae.groupnorm_stats("record", stats, core=core) as stats:
+                fn(x[..., top:top + plan.tile_h, left:left + plan.tile_w])
+        with ae.groupnorm_stats("use", stats):
             yield
 
     # -- sampling --------------------------------------------------------------------
@@ -187,12 +187,23 @@ class Restorer:
         if tiles is not None:
             denoiser = TiledDenoiser(denoiser, tiles.latent_tile, tiles.latent_overlap,
                                      tiles.max_batch)
-        cond_lq = lq if self.config.unet.get("cond_lq", True) else None
+        cond_lq = self._conditioning(lq, z_y) if self.config.unet.get("cond_lq", True) else None
         return run_sampler(denoiser, z_y, self.schedule, lq=cond_lq, mask=mask, noises=noises,
                            latent=self.latent,
                            normalize_input=bool(self.config.diffusion.get("normalize_input", True)),
                            mode=self.config.sampler, return_trajectory=return_trajectory,
                            callback=callback)
+
+    def _conditioning(self, lq: torch.Tensor, z_y: torch.Tensor) -> torch.Tensor:
+        """The LQ image at the resolution the UNet takes it: ``lq_size / image_size``
+        times the latent's. That is the LQ itself for the official latent models; a
+        pixel-space SR model takes it upsampled to the output size."""
+        ratio = max(1, int(self.config.unet.get("lq_size", 64)) // int(
+            self.config.unet.get("image_size", 64)))
+        size = (z_y.shape[-2] * ratio, z_y.shape[-1] * ratio)
+        if tuple(lq.shape[-2:]) == size:
+            return lq
+        return F.interpolate(lq, size=size, mode="bicubic")
 
     def tile_options(self, tile: Optional[int]) -> Optional[TileOptions]:
         """``tile`` (latent pixels): None = default tiling, 0 = never tile."""

@@ -172,3 +172,19 @@ class TiledDenoiser:
                 if bi == 0:
                     wsum[0, 0, top:top + th, left:left + tw] += weights
         return (out / wsum).to(x.dtype)
+
+
+def axis_cores(starts: Sequence[int], tile: int, length: int) -> list[tuple[float, float]]:
+    """For each tile on one axis, the fraction [lo, hi) of it that it "owns": the
+    overlaps are split at their middle, so the owned parts partition [0, length)."""
+    cuts = [0.0] + [(b + a + tile) / 2.0 for a, b in zip(starts, starts[1:])] + [float(length)]
+    return [((cuts[i] - s) / tile, (cuts[i + 1] - s) / tile) for i, s in enumerate(starts)]
+
+
+def tile_cores(plan: TilePlan) -> list[tuple[float, float, float, float]]:
+    """(top, bottom, left, right) owned fractions of every box of ``plan``, in order."""
+    tops = sorted({t for t, _ in plan.boxes})
+    lefts = sorted({l for _, l in plan.boxes})
+    rows = dict(zip(tops, axis_cores(tops, plan.tile_h, plan.height)))
+    cols = dict(zip(lefts, axis_cores(lefts, plan.tile_w, plan.width)))
+    return [(*rows[t], *cols[l]) for t, l in plan.boxes]

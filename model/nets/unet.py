@@ -414,6 +414,9 @@ class SwinBlock(nn.Module):
     def _mask_for(self, height: int, width: int, device: torch.device) -> Optional[torch.Tensor]:
         if self.shift == 0:
             return None
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            # keep the mask a function of the (possibly symbolic) size in exported graphs
+            return shifted_window_mask(height, width, self.window, self.shift, device=device)
         key = (height, width, str(device))
         mask = self._mask_cache.get(key)
         if mask is None:
@@ -426,7 +429,7 @@ class SwinBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W) -> (B, C, H, W)``; ``H``, ``W`` multiples of the window."""
         _, _, height, width = x.shape
-        if height % self.window or width % self.window:
+        if not torch.jit.is_tracing() and (height % self.window or width % self.window):
             raise ValueError(f"feature map {height}x{width} is not a multiple of the window size {self.window}")
         h = self.norm1(x)
         if self.shift:

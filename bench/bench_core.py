@@ -1,0 +1,125 @@
+"""Stage-by-stage CPU/GPU timing of the core pipeline, and peak memory of a tiled run.
+
+    python bench/bench_core.py                      # 64->256 and 256->1024, realsr_v3 size
+    python bench/bench_core.py --sizes 64 --repeat 3
+    python bench/bench_core.py --peak-image ../shared/data/realset80/XXXX.png --small-ref
+
+Timings use the full-size realsr_v3 architecture with random weights (speed does not
+depend on the weights). ``--peak-image`` restores one real image with tiling in a child
+process and reports its peak resident memory (ru_maxrss). Results: a table on stdout and
+JSON with ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def full_size_restorer(preset: str = "realsr_v3", device: str = "cpu"):
+    from model.config import config_from_preset
+    from model.directory import build_networks
+    from model.restorer import Restorer
+    torch.manual_seed(0)
+    cfg = config_from_preset(preset)
+    unet, ae = build_networks(cfg)
+    return Restorer(cfg, unet, ae, device)
+
+
+def small_reference_restorer(shared: Path):
+    import model
+    ref = shared / "reference" / "resshift-official"
+    meta = json.loads((ref / "realsr_small.json").read_text())
+    official = {k: {"params": v} for k, v in meta["config"].items()}
+    return model.import_official(official, ref / "realsr_small_unet.pth",
+                                 ref / "realsr_small_autoencoder.pth")
+
+
+def time_stages(r, size: int, repeat: int) -> dict:
+    from model.restorer import TileOptions
+    lq = torch.rand(1, 3, size, size) * 2 - 1
+    tiles = TileOptions()
+    best = {}
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        z_y = r.encode_lq(lq, tiles)
+        t1 = time.perf_counter()
+        z0 = r.sample(lq, generator=torch.Generator().manual_seed(0), tiles=tiles)
+        t2 = time.perf_counter()
+        r.decode(z0, tiles)
+        t3 = time.perf_counter()
+        # sample() encodes again internally; subtract that from the denoise figure
+        run = {"encode_s": t1 - t0, "denoise_s": max(0.0, (t2 - t1) - (t1 - t0)),
+               "decode_s": t3 - t2}
+        run["total_s"] = sum(run.values())
+        best = run if not best or run["total_s"] < best["total_s"] else best
+    return {"lq": size, "out": size * r.scale, **{k: round(v, 3) for k, v in best.items()}}
+
+
+def peak_child(image: str, small_ref: bool, shared: str) -> dict:
+    code = f"""
+import resource, sys, time, json
+sys.path.insert(0, {str(REPO)!r})
+from pathlib import Path
+from bench.bench_core import small_reference_restorer, full_size_restorer
+from model.imageio import decode_image
+r = small_reference_restorer(Path({shared!r})) if {small_ref} else full_size_restorer()
+img = decode_image({image!r}, max_pixels=10**9).pixels
+t = time.perf_counter()
+out = r.restore(img, seed=0)
+print(json.dumps({{"input": list(img.shape[:2]), "output": list(out.shape[:2]),
+    "seconds": round(time.perf_counter() - t, 1),
+    "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}}))
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--peak-image", help="image to restore with tiling for peak memory")
+    parser.add_argument("--small-ref", action="store_true",
+                        help="use the small reference model for --peak-image")
+    parser.add_argument("--shared", default=str(REPO.parent / "shared"))
+    parser.add_argument("--json", help="write results here")
+    args = parser.parse_args()
+
+    result = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or
+              platform.machine(), "threads": torch.get_num_threads(),
+              "torch": torch.__version__, "rows": []}
+    if args.sizes:
+        r = full_size_restorer(device=args.device)
+        print("| LQ -> out | encode s | 4 UNet steps s | decode s | total s |")
+        print("|---|---|---|---|---|")
+        with torch.inference_mode():
+            for size in args.sizes:
+                row = time_stages(r, size, args.repeat)
+                result["rows"].append(row)
+                print(f"| {row['lq']} -> {row['out']} | {row['encode_s']} | "
+                      f"{row['denoise_s']} | {row['decode_s']} | {row['total_s']} |", flush=True)
+    if args.peak_image:
+        result["peak"] = peak_child(args.peak_image, args.small_ref, args.shared)
+        print("peak:", json.dumps(result["peak"]))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

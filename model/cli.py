@@ -1,0 +1,183 @@
+"""``resshift``: the one console script. Subcommands live in small functions below.
+
+Examples::
+
+    resshift restore photo.jpg -o photo_x4.png
+    resshift restore inputs/ -o outputs/ --model models/realsr_v3 --seed 1 --tile 64
+    resshift import-official --preset realsr_v3 --unet resshift_realsrx4_s4_v3.pth \\
+        --autoencoder autoencoder_vq_f4.pth -o models/realsr_v3
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+log = logging.getLogger("resshift")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+def _collect_inputs(inputs: Sequence[str]) -> list[tuple[Path, Path]]:
+    """(file, name relative to its root) for every image file named or under a folder."""
+    found: list[tuple[Path, Path]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            for f in sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+                found.append((f, f.relative_to(path)))
+        else:
+            found.append((path, Path(path.name)))
+    return found
+
+
+def _output_path(out: Path, rel: Path, single_file: bool, fmt: Optional[str]) -> Path:
+    if single_file and out.suffix.lower() in IMAGE_SUFFIXES:
+        return out
+    suffix = "." + fmt if fmt else (rel.suffix.lower() if rel.suffix.lower() in
+                                     {".png", ".jpg", ".jpeg", ".webp"} else ".png")
+    return out / rel.with_suffix(suffix)
+
+
+def _find_mask(mask_arg: Optional[str], rel: Path) -> Optional[Path]:
+    if mask_arg is None:
+        return None
+    mask = Path(mask_arg)
+    if mask.is_dir():
+        for candidate in [mask / rel] + [mask / rel.with_suffix(s) for s in sorted(IMAGE_SUFFIXES)]:
+            if candidate.is_file():
+                return candidate
+        return mask / rel          # missing: reported as that image's error
+    return mask
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    import model
+    from model.errors import ModelError
+    from model.imageio import decode_image, decode_mask, save_image
+
+    jobs = _collect_inputs(args.inputs)
+    if not jobs:
+        log.error("no input images found in %s", " ".join(args.inputs))
+        return 2
+    try:
+        restorer = model.load(args.model, device=args.device)
+    except ModelError as exc:
+        log.error("cannot load model %s: %s", args.model, exc)
+        return 2
+    task = restorer.config.task
+    if args.task and args.task != task:
+        log.error("model %s does %r, not %r; pick a model for that task with --model",
+                  args.model, task, args.task)
+        return 2
+    if restorer.config.needs_mask and args.mask is None:
+        log.error("the %r model needs --mask (a mask file, or a folder of masks named like "
+                  "the inputs; white = area to fill)", task)
+        return 2
+    out = Path(args.output)
+    single = len(jobs) == 1 and not Path(args.inputs[0]).is_dir()
+    failures: list[tuple[Path, str]] = []
+    bar = tqdm(jobs, desc="restore", unit="img", disable=args.quiet)
+    for src, rel in bar:
+        bar.set_postfix_str(str(rel)[-40:])
+        try:
+            decoded = decode_image(src, max_pixels=args.max_pixels)
+            for note in decoded.notes:
+                tqdm.write(f"{src}: {note}")
+            mask = None
+            mask_path = _find_mask(args.mask, rel)
+            if restorer.config.needs_mask and mask_path is not None:
+                h, w = decoded.pixels.shape[:2]
+                mask = decode_mask(mask_path, (w, h), max_pixels=args.max_pixels)
+            result = restorer.restore(decoded.pixels, mask=mask, seed=args.seed, tile=args.tile)
+            dest = _output_path(out, rel, single, args.format)
+            save_image(result, dest)
+        except ModelError as exc:
+            failures.append((src, str(exc)))
+            tqdm.write(f"FAILED {src}: {exc}")
+    bar.close()
+    done = len(jobs) - len(failures)
+    print(f"restored {done} of {len(jobs)} image(s) into {out}")
+    for src, why in failures:
+        print(f"  failed: {src}: {why}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def cmd_import_official(args: argparse.Namespace) -> int:
+    import model
+    from model.errors import ModelError
+
+    spec = args.preset or args.config
+    if spec is None:
+        log.error("give --preset NAME or --config official.yaml")
+        return 2
+    try:
+        restorer = model.import_official(spec, args.unet, args.autoencoder)
+    except ModelError as exc:
+        log.error("%s", exc)
+        return 2
+    path = model.save(restorer, args.output)
+    cfg = restorer.config
+    print(f"wrote {path} ({cfg.name}: task {cfg.task}, x{cfg.scale}, {cfg.steps} step(s))")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from model.presets import PRESET_NAMES
+
+    parser = argparse.ArgumentParser(
+        prog="resshift", description="Diffusion image restoration with ResShift.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("restore", help="restore image files or folders",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  resshift restore in.png -o out.png\n"
+                              "  resshift restore photos/ -o restored/ --model models/realsr_v3\n"
+                              "  resshift restore masked.png --mask mask.png -o filled.png "
+                              "--model models/inpaint_imagenet")
+    r.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")
+    r.add_argument("-o", "--output", required=True,
+                   help="output file (one input) or folder (names are kept)")
+    r.add_argument("--model", default="demo", help="model directory (default: bundled demo)")
+    r.add_argument("--task", help="expected task (sr, inpaint, face); checked against the model")
+    r.add_argument("--mask", help="mask file or folder of masks (inpainting; white = fill)")
+    r.add_argument("--seed", type=int, default=None, help="noise seed (default: random)")
+    r.add_argument("--tile", type=int, default=None,
+                   help="latent tile side, a multiple of 64 (default 64; 0 = never tile)")
+    r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    r.add_argument("--format", choices=["png", "jpg", "webp"], help="output format for folders")
+    r.add_argument("--max-pixels", type=int, default=16_000_000, help="refuse larger inputs")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=cmd_restore)
+
+    i = sub.add_parser("import-official", help="turn official .pth checkpoints into a model dir",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="example:\n  resshift import-official --preset realsr_v3 "
+                              "--unet resshift_realsrx4_s4_v3.pth \\\n"
+                              "      --autoencoder autoencoder_vq_f4.pth -o models/realsr_v3")
+    src = i.add_mutually_exclusive_group()
+    src.add_argument("--preset", choices=PRESET_NAMES, help="a released checkpoint's preset")
+    src.add_argument("--config", help="official YAML of a model trained with the official code")
+    i.add_argument("--unet", required=True, help="UNet checkpoint (.pth)")
+    i.add_argument("--autoencoder", help="autoencoder checkpoint (.pth)")
+    i.add_argument("-o", "--output", required=True, help="model directory to write")
+    i.set_defaults(func=cmd_import_official)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
