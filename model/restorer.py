@@ -64,7 +64,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
 
 def to_model_range(image: np.ndarray, device) -> torch.Tensor:
     """HxWx3 uint8 -> 1x3xHxW float32 in [-1, 1]."""
-    t = torch.from_numpy(np.ascontiguousarray(image)).to(device=device, dtype=torch.float32)
+    t = torch.tensor(image, device=device, dtype=torch.float32)
     return (t.permute(2, 0, 1).unsqueeze(0) / 255.0 - 0.5) / 0.5
 
 

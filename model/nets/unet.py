@@ -51,6 +51,14 @@ __all__ = [
 _MASK_FILL = -100.0  # additive value the reference uses between different regions
 
 
+def _is_tracing() -> bool:
+    """True while torch.jit.trace / torch.onnx (TorchScript) / torch.export / dynamo trace us."""
+    if torch.jit.is_tracing():
+        return True
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and getattr(compiler, "is_compiling", lambda: False)())
+
+
 # ----------------------------------------------------------------------------
 # small building blocks
 # ----------------------------------------------------------------------------
@@ -414,7 +422,7 @@ class SwinBlock(nn.Module):
     def _mask_for(self, height: int, width: int, device: torch.device) -> Optional[torch.Tensor]:
         if self.shift == 0:
             return None
-        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        if _is_tracing():
             # keep the mask a function of the (possibly symbolic) size in exported graphs
             return shifted_window_mask(height, width, self.window, self.shift, device=device)
         key = (height, width, str(device))
@@ -429,7 +437,7 @@ class SwinBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W) -> (B, C, H, W)``; ``H``, ``W`` multiples of the window."""
         _, _, height, width = x.shape
-        if not torch.jit.is_tracing() and (height % self.window or width % self.window):
+        if not _is_tracing() and (height % self.window or width % self.window):
             raise ValueError(f"feature map {height}x{width} is not a multiple of the window size {self.window}")
         h = self.norm1(x)
         if self.shift:

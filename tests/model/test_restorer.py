@@ -63,8 +63,8 @@ def test_tiled_sampling_stays_close_to_untiled(small_restorer):
     tiled = small_restorer.sample(lq, generator=torch.Generator().manual_seed(0), tiles=tiles)
     peak = float(whole.max() - whole.min())
     value = psnr(tiled.numpy(), whole.numpy(), peak)
-    # measured 2026-11-23: 33.3 dB latent PSNR (random-weight reference model)
-    assert value > 31.0, value
+    # measured 2026-11-23: 36.3 dB latent PSNR (35.8 dB with overlap 16)
+    assert value > 35.0, value
 
 
 def _border_ratio(img: np.ndarray, borders) -> float:
@@ -78,7 +78,9 @@ def test_tiled_restore_has_no_seams_at_tile_borders(small_restorer):
     # 96x96 LQ -> 128x128 latent; 64-tiles overlapping by 16 start at 0, 32, 64, so
     # tile edges fall on latent columns 32, 64, 96 = output columns 128, 256 (384 wide)
     out = small_restorer.restore(_image(96, 96, seed=4), seed=1, tile=64)
-    assert _border_ratio(out, [128, 256]) < 1.3
+    # measured: 1.08 tiled; the untiled restore of the same image gives 1.07 on these
+    # columns, so the tile borders add no visible step
+    assert _border_ratio(out, [128, 256]) < 1.15
 
 
 def test_tiled_decode_matches_whole_decode_and_tiles_agree(small_restorer):
