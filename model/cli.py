@@ -53,6 +53,27 @@ def _find_mask(mask_arg: Optional[str], rel: Path) -> Optional[Path]:
     return mask
 
 
+class _StageBar:
+    """A second progress line for one image: encode tiles, denoising steps, decode tiles."""
+
+    def __init__(self, name: str):
+        self.name, self.bar, self.stage = name, None, None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+        if stage != self.stage:
+            if self.bar is not None:
+                self.bar.close()
+            self.stage = stage
+            self.bar = tqdm(total=total, desc=f"  {stage}", unit="step" if stage == "denoise"
+                            else "tile", leave=False)
+        self.bar.n = done
+        self.bar.refresh()
+        if done >= total:
+            self.bar.close()
+            self.bar, self.stage = None, None
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -93,7 +114,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
             if restorer.config.needs_mask and mask_path is not None:
                 h, w = decoded.pixels.shape[:2]
                 mask = decode_mask(mask_path, (w, h), max_pixels=args.max_pixels)
-            result = restorer.restore(decoded.pixels, mask=mask, seed=args.seed, tile=args.tile)
+            result = restorer.restore(decoded.pixels, mask=mask, seed=args.seed, tile=args.tile,
+                                      progress=None if args.quiet else _StageBar(str(rel)))
             dest = _output_path(out, rel, single, args.format)
             save_image(result, dest)
         except ModelError as exc:

@@ -110,17 +110,19 @@ class Restorer:
         return (b, c, h * self.scale // self.factor, w * self.scale // self.factor)
 
     @torch.no_grad()
-    def encode_lq(self, lq: torch.Tensor, tiles: Optional[TileOptions] = None) -> torch.Tensor:
+    def encode_lq(self, lq: torch.Tensor, tiles: Optional[TileOptions] = None,
+                  progress: Optional[Progress] = None) -> torch.Tensor:
         """z_y: the LQ image (Bx3xhxw, [-1, 1]) upsampled bicubically by sf and encoded."""
         y = F.interpolate(lq, scale_factor=self.scale, mode="bicubic") if self.scale != 1 else lq
         if not self.latent:
             return y
         return self._vae(self.autoencoder.encode, y, 1.0 / self.factor, tiles,
-                         tile_px=(tiles or TileOptions()).vae_tile, align=self.factor)
+                         tile_px=(tiles or TileOptions()).vae_tile, align=self.factor,
+                         stage="encode", progress=progress)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, tiles: Optional[TileOptions] = None,
-               quantize: bool = True) -> torch.Tensor:
+               quantize: bool = True, progress: Optional[Progress] = None) -> torch.Tensor:
         """Latent -> image in [-1, 1] (not clamped); identity for pixel-space models."""
         if not self.latent:
             return z
@@ -129,20 +131,24 @@ class Restorer:
         def dec(x):
             return self.autoencoder.decode(x, quantize=quantize)
         return self._vae(dec, z, float(self.factor), tiles,
-                         tile_px=max(1, opts.vae_tile // self.factor), align=1)
+                         tile_px=max(1, opts.vae_tile // self.factor), align=1,
+                         stage="decode", progress=progress)
 
     def _vae(self, fn, x: torch.Tensor, scale: float, tiles: Optional[TileOptions],
-             tile_px: int, align: int) -> torch.Tensor:
+             tile_px: int, align: int, stage: str = "vae",
+             progress: Optional[Progress] = None) -> torch.Tensor:
         """Run an encoder/decoder whole, or tiled with image-wide GroupNorm statistics."""
         if tiles is None or plan_tiles(x.shape[-2], x.shape[-1], tile_px, 0).single:
             return fn(x)
         if x.shape[0] > 1:      # statistics are per image: one image at a time
-            return torch.cat([self._vae(fn, x[i:i + 1], scale, tiles, tile_px, align)
-                              for i in range(x.shape[0])])
+            return torch.cat([self._vae(fn, x[i:i + 1], scale, tiles, tile_px, align, stage,
+                                        progress) for i in range(x.shape[0])])
         overlap = tiles.vae_overlap if scale < 1 else max(1, tiles.vae_overlap // self.factor)
         overlap = (overlap // align) * align
         with self._shared_norm_stats(fn, x, tile_px, overlap, align):
-            return tiled_map(fn, x, tile_px, overlap, scale, tiles.max_batch, align)
+            report = (lambda done, total: progress(stage, done, total)) if progress else None
+            return tiled_map(fn, x, tile_px, overlap, scale, tiles.max_batch, align,
+                             progress=report)
 
     @contextlib.contextmanager
     def _shared_norm_stats(self, fn, x: torch.Tensor, tile: int, overlap: int, align: int):
@@ -165,7 +171,8 @@ class Restorer:
                return_trajectory: bool = False, *,
                generator: torch.Generator | Sequence[torch.Generator] | None = None,
                tiles: Optional[TileOptions] = None,
-               callback=None) -> torch.Tensor | list[torch.Tensor]:
+               callback=None, progress: Optional[Progress] = None
+               ) -> torch.Tensor | list[torch.Tensor]:
         """Sample the clean latent for LQ images (Bx3xhxw in [-1, 1], padded already).
 
         mask: Bx1xhxw in [-1, 1], 1 = area to fill (inpainting models only).
@@ -177,7 +184,7 @@ class Restorer:
         if self.config.needs_mask and mask is None:
             raise InputImageError("this inpainting model needs a mask (white = area to fill)")
         mask = mask.to(self.device, torch.float32) if mask is not None and self.config.needs_mask else None
-        z_y = self.encode_lq(lq, tiles)
+        z_y = self.encode_lq(lq, tiles, progress)
         if noises is None:
             noises = draw_noises(z_y.shape, self.schedule.num_steps + 1, generator,
                                  device=self.device)
@@ -248,8 +255,9 @@ class Restorer:
         def on_step(i, t, x, x0):
             if progress is not None:
                 progress("denoise", i, self.steps)
-        z0 = self.sample(padded, mask_pad, generator=generator, tiles=tiles, callback=on_step)
-        out = self.decode(z0, tiles)[..., :h * self.scale, :w * self.scale]
+        z0 = self.sample(padded, mask_pad, generator=generator, tiles=tiles, callback=on_step,
+                         progress=progress)
+        out = self.decode(z0, tiles, progress=progress)[..., :h * self.scale, :w * self.scale]
         if mask_t is not None:
             # Known pixels are pasted back; only the masked area comes from the model.
             out = mask_t * out.clamp(-1, 1) + (1 - mask_t) * lq
