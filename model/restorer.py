@@ -171,20 +171,22 @@ class Restorer:
                return_trajectory: bool = False, *,
                generator: torch.Generator | Sequence[torch.Generator] | None = None,
                tiles: Optional[TileOptions] = None,
-               callback=None, progress: Optional[Progress] = None
-               ) -> torch.Tensor | list[torch.Tensor]:
+               callback=None, progress: Optional[Progress] = None,
+               z_y: Optional[torch.Tensor] = None) -> torch.Tensor | list[torch.Tensor]:
         """Sample the clean latent for LQ images (Bx3xhxw in [-1, 1], padded already).
 
         mask: Bx1xhxw in [-1, 1], 1 = area to fill (inpainting models only).
         noises: optional T+1 tensors shaped like the latent (see ``model.sampler``).
         tiles: None runs the whole latent at once; otherwise latent tiles are blended.
+        z_y: the already encoded LQ (``encode_lq(lq)``), to skip encoding here.
         Returns x_0 (latent), or [x_T, ..., x_0] with ``return_trajectory``.
         """
         lq = lq.to(self.device, torch.float32)
         if self.config.needs_mask and mask is None:
             raise InputImageError("this inpainting model needs a mask (white = area to fill)")
         mask = mask.to(self.device, torch.float32) if mask is not None and self.config.needs_mask else None
-        z_y = self.encode_lq(lq, tiles, progress)
+        if z_y is None:
+            z_y = self.encode_lq(lq, tiles, progress)
         if noises is None:
             noises = draw_noises(z_y.shape, self.schedule.num_steps + 1, generator,
                                  device=self.device)

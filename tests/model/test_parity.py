@@ -1,7 +1,5 @@
 """Parity with the official implementation's test vectors (realsr_small, float32, CPU)."""
 
-import torch
-import torch.nn.functional as F
 
 from tests.conftest import rel_err
 

@@ -1,0 +1,1 @@
+"""Exports and runtime backends: ONNX graphs, TensorRT engines, onnxruntime/torch runners."""
