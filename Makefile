@@ -5,21 +5,16 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-# On a machine without an NVIDIA driver we ask for exactly the CPU torch wheel
-# (a local wheel on the CI/dev machines); on a GPU node pip takes the CUDA build.
-HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
-ifeq ($(HAS_GPU),1)
+# torch is asked for by exact version before anything else, so that no dependency can
+# pull another build: on the CPU machines here `torch==2.13.0` resolves to the local CPU
+# wheel (pip's find-links); on a GPU node PyPI's default Linux wheel is the CUDA build.
 TORCH_REQ := torch==2.13.0
-else
-TORCH_REQ := torch==2.13.0
-TORCH_OPTS := --prefer-binary
-endif
 
-.PHONY: install test test-all serve bench clean
+.PHONY: install test serve bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet $(TORCH_OPTS) "$(TORCH_REQ)"
+	$(PIP) install --quiet "$(TORCH_REQ)"
 	$(PIP) install --quiet -e ".[test]"
 	touch $(STAMP)
 
