@@ -145,22 +145,25 @@ class Restorer:
                                         progress) for i in range(x.shape[0])])
         overlap = tiles.vae_overlap if scale < 1 else max(1, tiles.vae_overlap // self.factor)
         overlap = (overlap // align) * align
-        with self._shared_norm_stats(fn, x, tile_px, overlap, align):
+        with self._shared_norm_stats(fn, x, tile_px, overlap, align, stage, progress):
             report = (lambda done, total: progress(stage, done, total)) if progress else None
             return tiled_map(fn, x, tile_px, overlap, scale, tiles.max_batch, align,
                              progress=report)
 
     @contextlib.contextmanager
-    def _shared_norm_stats(self, fn, x: torch.Tensor, tile: int, overlap: int, align: int):
+    def _shared_norm_stats(self, fn, x: torch.Tensor, tile: int, overlap: int, align: int,
+                           stage: str = "vae", progress: Optional[Progress] = None):
         """Two-pass tiling: first record every GroupNorm's statistics over all tiles
         (each tile counting only the part it owns), then normalise every tile with
         those shared statistics. Per-tile statistics shift colours tile by tile."""
         ae = self.autoencoder
         plan = plan_tiles(x.shape[-2], x.shape[-1], tile, overlap, align)
         stats = None
-        for (top, left), core in zip(plan.boxes, tile_cores(plan)):
+        for i, ((top, left), core) in enumerate(zip(plan.boxes, tile_cores(plan))):
             with ae.groupnorm_stats("record", stats, core=core) as stats:
                 fn(x[..., top:top + plan.tile_h, left:left + plan.tile_w])
+            if progress is not None:
+                progress(f"{stage} statistics", i + 1, len(plan.boxes))
         with ae.groupnorm_stats("use", stats):
             yield
 
