@@ -13,6 +13,10 @@ SHARED = Path(os.environ.get("RESSHIFT_SHARED", REPO.parent / "shared"))
 REFERENCE = SHARED / "reference" / "resshift-official"
 DATA = SHARED / "data"
 
+# Small models spend their time in many small ops, where a second intra-op thread costs
+# more than it brings on these 2-core machines (3-4x slower when anything else runs).
+torch.set_num_threads(int(os.environ.get("RESSHIFT_TEST_THREADS", "1")))
+
 
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
