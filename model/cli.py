@@ -6,6 +6,7 @@ Examples::
     resshift restore inputs/ -o outputs/ --model models/realsr_v3 --seed 1 --tile 64
     resshift import-official --preset realsr_v3 --unet resshift_realsrx4_s4_v3.pth \\
         --autoencoder autoencoder_vq_f4.pth -o models/realsr_v3
+    RESSHIFT_MODELS=sr=models/realsr_v3 resshift serve --port 8000
 """
 
 from __future__ import annotations
@@ -148,6 +149,65 @@ def cmd_import_official(args: argparse.Namespace) -> int:
     return 0
 
 
+def _missing_models(models: dict) -> list[str]:
+    """One line per served task whose model directory has no model.json."""
+    from model.directory import MODEL_JSON, resolve_model_dir
+
+    missing = []
+    for task, path in models.items():
+        directory = resolve_model_dir(path)
+        if not (directory / MODEL_JSON).is_file():
+            what = " (the bundled demo model is not built yet)" if str(path) == "demo" else ""
+            missing.append(f"task {task!r}: no {MODEL_JSON} in {directory}{what}")
+    return missing
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    # The service is imported here only: the other commands must not need FastAPI.
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        log.error("invalid RESSHIFT_* settings:\n%s", exc)
+        return 2
+    missing = _missing_models(settings.models)
+    if missing:
+        log.error("cannot serve: %s.\nSet RESSHIFT_MODELS to task=model_dir pairs, e.g.\n"
+                  "  RESSHIFT_MODELS=sr=models/realsr_v3,inpaint=models/inpaint_imagenet "
+                  "resshift serve\n(model directories come from `resshift import-official`)",
+                  "; ".join(missing))
+        return 2
+    import uvicorn
+
+    from service.app import create_app
+    log.info("serving %s on http://%s:%d (devices %s)",
+             ", ".join(f"{t}={p}" for t, p in settings.models.items()), args.host, args.port,
+             ",".join(settings.devices))
+    uvicorn.run(create_app(settings), host=args.host, port=args.port,
+                log_level="debug" if args.verbose else "info",
+                timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None)
+    return 0
+
+
+def add_serve_parser(sub) -> None:
+    v = sub.add_parser("serve", help="run the HTTP service (settings from RESSHIFT_* variables)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  resshift serve\n"
+                              "  RESSHIFT_MODELS=sr=models/realsr_v3 resshift serve --port 8080\n"
+                              "  RESSHIFT_MODELS=sr=models/realsr_v3,inpaint=models/inpaint "
+                              "RESSHIFT_DEVICES=cuda:0 \\\n      resshift serve --host 0.0.0.0\n"
+                              "settings: docs/service.md (RESSHIFT_MAX_BATCH, RESSHIFT_API_KEYS...)")
+    v.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    v.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    v.add_argument("--role", choices=["all"], default="all",
+                   help="all: HTTP and workers in one process (the api/worker split over "
+                        "Redis comes with scale-out)")
+    v.set_defaults(func=cmd_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from model.presets import PRESET_NAMES
 
@@ -190,6 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--autoencoder", help="autoencoder checkpoint (.pth)")
     i.add_argument("-o", "--output", required=True, help="model directory to write")
     i.set_defaults(func=cmd_import_official)
+    add_serve_parser(sub)
+
+    from model.training.cli import add_eval_parser, add_train_parser
+    add_train_parser(sub)
+    add_eval_parser(sub)
     return parser
 
 

@@ -22,12 +22,13 @@ import torch
 import torch.nn.functional as F
 
 from .config import ModelConfig, latent_factor, latent_multiple
-from .errors import InputImageError
+from .errors import ConfigError, InputImageError
 from .sampler import Denoiser, draw_noises, sample as run_sampler
 from .schedule import Schedule, schedule_from_config
 from .tiling import TiledDenoiser, plan_tiles, tile_cores, tiled_map
 
 Progress = Callable[[str, int, int], None]   # (stage, done, total)
+PREDICT_TYPES = ("xstart", "residual")
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,14 @@ class Restorer:
         self.scale = int(config.diffusion.get("sf", config.scale))
         self.factor = latent_factor(config.autoencoder if self.latent else None)
         self.latent_unit = latent_multiple(config.unet)
+        self.predict_type = config.diffusion.get("predict_type", "xstart")
+        if self.predict_type not in PREDICT_TYPES:
+            raise ConfigError(f"predict_type {self.predict_type!r} is not supported; "
+                              f"use one of {', '.join(PREDICT_TYPES)}")
+        if self.predict_type == "residual" and (self.latent or int(config.unet.get(
+                "lq_size", 64)) != int(config.unet.get("image_size", 64))):
+            raise ConfigError("predict_type 'residual' needs a pixel-space model whose "
+                              "lq_size equals image_size (its lq conditioning is y0)")
 
     # -- pieces --------------------------------------------------------------------
     @property
@@ -97,11 +106,19 @@ class Restorer:
         return self.config.steps
 
     def denoiser(self) -> Denoiser:
-        """The UNet as the sampler's denoiser callable (official semantics: predicts x0)."""
+        """The UNet as the sampler's denoiser callable, always returning x0.
+
+        ``predict_type: xstart`` (all official models): the UNet predicts x0.
+        ``predict_type: residual``: it predicts y0 - x0. Only pixel-space models with
+        ``lq_size == image_size`` may use it: their lq conditioning (the bicubically
+        upsampled LQ, cut per tile like x) *is* y0, so x0 = lq - out.
+        """
         unet = self.unet
+        residual = self.predict_type == "residual"
 
         def run(x: torch.Tensor, t: torch.Tensor, lq, mask) -> torch.Tensor:
-            return unet(x, t, lq=lq, mask=mask)
+            out = unet(x, t, lq=lq, mask=mask)
+            return lq - out if residual else out
         return run
 
     def latent_shape(self, lq_shape: Sequence[int]) -> tuple[int, int, int, int]:

@@ -1,0 +1,78 @@
+"""Seeded degradations for training and evaluation.
+
+Every transform takes an HxWx3 float32 image in [0, 1] and an explicit
+``numpy.random.Generator`` (the same seed gives the same output) and returns float32
+in [0, 1]. SR degradations shrink by their scale; the others keep the size.
+
+Named degradations (``get_degradation(name)`` -> ``Degradation``) are what configs
+and ``resshift eval --degradation`` refer to:
+
+=================  ======  ====================================================
+name               scale   what
+=================  ======  ====================================================
+realesrgan         4       ResShift's Real-ESRGAN training pipeline (two stages)
+realesrgan_basicsr 4       Real-ESRGAN's own (always two stages, kernels 7..21)
+resshift_test      4       the paper's milder test-set synthesis
+bicubic            4       antialiased bicubic x4 only
+face               1       GFPGAN face degradation (training ranges, eq. 28)
+face_test          1       the CelebA test-set face degradation
+blur               1       Gaussian or motion blur (+ light noise), deblurring
+=================  ======  ====================================================
+
+Inpainting masks live in ``model.degradations.masks``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .blur import BlurSpec, blur_degrade
+from .face import FACE_TEST, FACE_TRAIN, face_degrade
+from .realesrgan import BASICSR_TRAIN, RESSHIFT_TEST, RESSHIFT_TRAIN, realesrgan_degrade
+from .simple import bicubic_degrade
+
+DegradeFn = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Degradation:
+    """A named degradation: ``fn(gt, rng) -> lq`` with ``lq`` 1/scale of ``gt``'s size."""
+
+    name: str
+    scale: int
+    fn: DegradeFn
+    description: str
+
+    def __call__(self, gt: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return self.fn(gt, rng)
+
+
+DEGRADATIONS: dict[str, Degradation] = {d.name: d for d in (
+    Degradation("realesrgan", 4, lambda g, r: realesrgan_degrade(g, r, RESSHIFT_TRAIN),
+                "ResShift's Real-ESRGAN training degradation (second stage w.p. 0.5)"),
+    Degradation("realesrgan_basicsr", 4, lambda g, r: realesrgan_degrade(g, r, BASICSR_TRAIN),
+                "Real-ESRGAN's BasicSR degradation (always two stages)"),
+    Degradation("resshift_test", 4, lambda g, r: realesrgan_degrade(g, r, RESSHIFT_TEST),
+                "the paper's test-set synthesis (one mild Real-ESRGAN stage)"),
+    Degradation("bicubic", 4, lambda g, r: bicubic_degrade(g, r, 4), "bicubic x4 only"),
+    Degradation("face", 1, lambda g, r: face_degrade(g, r, FACE_TRAIN),
+                "GFPGAN face degradation, training ranges"),
+    Degradation("face_test", 1, lambda g, r: face_degrade(g, r, FACE_TEST),
+                "face degradation of the CelebA test set"),
+    Degradation("blur", 1, lambda g, r: blur_degrade(g, r, BlurSpec()),
+                "Gaussian or motion blur with light noise (deblurring)"),
+)}
+
+
+def get_degradation(name: str) -> Degradation:
+    try:
+        return DEGRADATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown degradation {name!r}; choose from "
+                         f"{', '.join(sorted(DEGRADATIONS))}") from None
+
+
+__all__ = ["Degradation", "DEGRADATIONS", "get_degradation"]

@@ -1,0 +1,53 @@
+"""Networks for training: a fresh UNet from the recipe (or one to fine-tune), and the
+frozen autoencoder of latent models."""
+
+from __future__ import annotations
+
+import copy
+from typing import Optional
+
+import torch
+
+from ..checkpoint import load_into
+from ..config import ModelConfig, config_from_official
+from ..directory import build_networks, load
+from ..errors import ConfigError
+from ..nets.autoencoder import VQAutoencoder
+from ..nets.unet import SwinUNet
+from .config import ModelSection
+
+
+def build_training_model(section: ModelSection, name: str, seed: int
+                         ) -> tuple[ModelConfig, SwinUNet, Optional[VQAutoencoder]]:
+    """(config, UNet to train, frozen autoencoder or None), on the CPU."""
+    if section.init_from:
+        restorer = load(section.init_from)
+        cfg = copy.deepcopy(restorer.config)
+        cfg.diffusion.update(section.diffusion or {})
+        unet, autoencoder = restorer.unet, restorer.autoencoder
+        cfg.provenance = {"initialised_from": str(section.init_from)}
+        cfg.metrics = {}
+    else:
+        official = {"model": {"params": dict(section.unet)},
+                    "autoencoder": {"params": dict(section.autoencoder)} if section.autoencoder
+                    else None,
+                    "diffusion": {"params": dict(section.diffusion)}}
+        cfg = config_from_official(official, name=name)
+        torch.manual_seed(int(seed))
+        unet, autoencoder = build_networks(cfg)
+        if autoencoder is not None:
+            if not section.autoencoder_checkpoint:
+                raise ConfigError("latent model: set model.autoencoder_checkpoint")
+            load_into(autoencoder, section.autoencoder_checkpoint, "autoencoder")
+    cfg.name, cfg.task = name, section.task
+    cfg.scale = int(cfg.diffusion.get("sf", section.scale))
+    if section.description:
+        cfg.description = section.description
+    if cfg.latent != bool(autoencoder is not None and cfg.diffusion.get("latent_flag", True)):
+        raise ConfigError("latent_flag and the autoencoder section disagree")
+    if autoencoder is not None:
+        autoencoder.eval()
+        for p in autoencoder.parameters():
+            p.requires_grad_(False)
+    unet.train()
+    return cfg, unet, autoencoder

@@ -1,0 +1,80 @@
+"""Algorithm 1 of ResShift: the training objective for one batch.
+
+    x_0 = E(gt) (latent models, frozen encoder) or gt (pixel models)
+    y_0 = E(bicubic_sf(lq)) or bicubic_sf(lq)
+    t ~ U{0..T-1},  x_t = x_0 + eta_t (y_0 - x_0) + kappa sqrt(eta_t) eps   (eq. 2)
+    loss = || x0_hat - x_0 ||^2  [+ lambda LPIPS(D(x0_hat), gt)]
+    x0_hat = f(x_t / s_t, lq-conditioning, t)        (predict_type xstart, the official)
+           = y_0 - f(x_t / s_t, y_0, t)               (predict_type residual, pixel models)
+
+with s_t the schedule's input scale (``normalize_input``). The conditioning is exactly
+what the Restorer feeds the UNet at sampling time (``Restorer._conditioning``), so a
+trained network is used as it was trained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ..restorer import Restorer
+from ..sampler import q_sample
+from ..schedule import Schedule
+from .parametrization import predict_type, to_x0
+
+
+@dataclass
+class Targets:
+    """x0 (BxCxHxW), y0 (same shape) and the UNet's lq conditioning (or None)."""
+
+    x0: torch.Tensor
+    y0: torch.Tensor
+    cond: Optional[torch.Tensor]
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor          # scalar, what backward() sees
+    mse: float
+    lpips: Optional[float]
+
+
+def input_scales(schedule: Schedule, t: torch.Tensor, latent: bool) -> torch.Tensor:
+    """Per-sample divisor of x_t (vectorised ``Schedule.input_scale``), shape [B]."""
+    if latent:
+        table = (schedule.kappa ** 2 * schedule.etas + 1.0) ** 0.5
+    else:
+        table = 3.0 * schedule.kappa * schedule.sqrt_etas + 1.0
+    return torch.as_tensor(table, dtype=torch.float32, device=t.device)[t]
+
+
+@torch.no_grad()
+def make_targets(restorer: Restorer, gt: torch.Tensor, lq: torch.Tensor) -> Targets:
+    """gt: Bx3xHxW, lq: Bx3x(H/sf)x(W/sf), both in [-1, 1] on the restorer's device."""
+    y0 = restorer.encode_lq(lq)
+    x0 = restorer.autoencoder.encode(gt) if restorer.latent else gt
+    cond = restorer._conditioning(lq, y0) if restorer.config.unet.get("cond_lq", True) else None
+    return Targets(x0, y0, cond)
+
+
+def diffusion_loss(unet: nn.Module, restorer: Restorer, targets: Targets, t: torch.Tensor,
+                   noise: torch.Tensor, gt: Optional[torch.Tensor] = None,
+                   lpips: Optional[nn.Module] = None, lpips_weight: float = 0.0,
+                   mask: Optional[torch.Tensor] = None) -> LossOutput:
+    """The loss of Algorithm 1 for timesteps ``t`` [B] and noise shaped like x0."""
+    schedule = restorer.schedule
+    x_t = q_sample(targets.x0, targets.y0, schedule, t, noise)
+    if bool(restorer.config.diffusion.get("normalize_input", True)):
+        x_t = x_t / input_scales(schedule, t, restorer.latent).view(-1, 1, 1, 1).to(x_t.dtype)
+    pred = to_x0(unet(x_t, t, lq=targets.cond, mask=mask), targets.cond,
+                 predict_type(restorer.config))
+    mse = torch.mean((pred.float() - targets.x0.float()) ** 2)
+    if lpips is None or lpips_weight <= 0 or gt is None:
+        return LossOutput(mse, float(mse.detach()), None)
+    image = restorer.autoencoder.decode(pred, quantize=False) if restorer.latent else pred
+    perceptual = lpips(image.float().clamp(-1, 1), gt.float()).mean()
+    return LossOutput(mse + lpips_weight * perceptual, float(mse.detach()),
+                      float(perceptual.detach()))

@@ -1,0 +1,117 @@
+"""What the restore and jobs handlers share: validate-and-submit, result headers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Optional
+
+import numpy as np
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from ..deps import Services, require_ready
+from ..errors import Canceled, DeadlineExceeded, status_and_code
+from ..parsing import read_restore
+from ..scheduler import WorkItem
+from ..validation import ValidatedRequest, validate
+
+MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+class Counted:
+    """Counts one restoration request in resshift_requests_total{task,status} on exit.
+
+    The task label is the requested task when it is served, else "unknown", so random
+    client input cannot create label values.
+    """
+
+    def __init__(self, svc: Services):
+        self.svc = svc
+        self.task = "unknown"
+        self.status = 500
+
+    def note_task(self, task: Optional[str]) -> None:
+        if self.svc.scheduler.ready:
+            served = self.svc.scheduler.served
+            if task in served:
+                self.task = task
+            elif not task and len(served) == 1:
+                self.task = next(iter(served))
+
+    def __enter__(self) -> "Counted":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is not None:
+            self.status = status_and_code(exc)[0]
+        self.svc.metrics.requests.labels(self.task, str(self.status)).inc()
+
+
+async def validate_request(request: Request, svc: Services, counted: Counted
+                           ) -> ValidatedRequest:
+    """Parse and validate (decoding in a thread); the scheduler must be ready."""
+    require_ready(svc)
+    raw = await read_restore(request)
+    counted.note_task(raw.task)
+    return await run_in_threadpool(validate, raw, svc.scheduler.served, svc.settings)
+
+
+def remaining_s(request: Request, budget_s: float) -> float:
+    arrived = request.scope.get("state", {}).get("arrived", time.monotonic())
+    left = budget_s - (time.monotonic() - arrived)
+    if left <= 0:
+        raise DeadlineExceeded(f"the request used its {budget_s:.0f} s before it could be "
+                               "queued (slow upload?)")
+    return left
+
+
+async def _client_gone(request: Request) -> None:
+    """Returns when the client disconnects (the body was read already)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def await_result(request: Request, svc: Services, item: WorkItem) -> np.ndarray:
+    """The restored pixels; cancels the item on deadline (504) or disconnect (499)."""
+    result = asyncio.wrap_future(item.future)
+    gone = asyncio.ensure_future(_client_gone(request))
+    try:
+        done, _ = await asyncio.wait({result, gone}, return_when=asyncio.FIRST_COMPLETED,
+                                     timeout=max(0.0, item.deadline - time.monotonic()) + 0.5)
+    finally:
+        gone.cancel()
+    if result in done:
+        return result.result()
+    # Whatever the worker does later with this item, nobody reads it: keep it quiet.
+    result.add_done_callback(lambda f: f.cancelled() or f.exception())
+    if gone in done:
+        item.cancel(Canceled("the client disconnected"))
+        raise Canceled("the client disconnected; its tiles were dropped")
+    error = DeadlineExceeded(f"no result within {svc.settings.request_timeout_s:.0f} s "
+                             "(RESSHIFT_REQUEST_TIMEOUT_S); the request was dropped. Retry "
+                             "later or use POST /v1/jobs for large images")
+    item.cancel(error)
+    raise error
+
+
+def result_headers(item: WorkItem, req: ValidatedRequest) -> dict[str, str]:
+    t = item.timings
+    inference = t["encode"] + t["denoise"] + t["decode"]
+    total = (item.finished_at or time.monotonic()) - item.admitted
+    headers = {
+        "X-Seed": str(req.seed),
+        "X-Model": req.model.name,
+        "X-Task": req.task,
+        "X-Queue-Seconds": f"{t['queue']:.4f}",
+        "X-Inference-Seconds": f"{inference:.4f}",
+        "Server-Timing": ", ".join(
+            [f"{stage};dur={t[stage] * 1000:.1f}" for stage in ("queue", "encode", "denoise",
+                                                                 "decode")]
+            + [f"total;dur={total * 1000:.1f}"]),
+    }
+    if req.notes:
+        headers["X-Input-Notes"] = "; ".join(req.notes).encode("ascii", "replace").decode()
+    return headers

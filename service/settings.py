@@ -1,0 +1,98 @@
+"""The service's one settings object: every knob, read from ``RESSHIFT_*`` variables.
+
+Built once at start-up (``Settings()``) and handed to ``create_app``; nothing else in
+the service reads the environment. Tests build their own (``Settings(models=...)``).
+
+Lists and maps are written the way people type them in a shell::
+
+    RESSHIFT_MODELS=sr=models/realsr_v3,inpaint=models/inpaint_imagenet
+    RESSHIFT_API_KEYS=key-one,key-two
+    RESSHIFT_DEVICES=cuda:0,cuda:1
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+class Settings(BaseSettings):
+    """Service configuration (env prefix ``RESSHIFT_``; see docs/service.md)."""
+
+    model_config = SettingsConfigDict(env_prefix="RESSHIFT_", extra="ignore", frozen=True)
+
+    # -- what is served --------------------------------------------------------------
+    models: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=lambda: {"sr": "demo"},
+        description="task=model directory pairs; 'demo' is the bundled model")
+    devices: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["cpu"], description="one worker thread per device")
+    torch_threads: Optional[int] = Field(
+        default=None, ge=1, description="intra-op CPU threads per worker (default: torch's)")
+    tile: Optional[int] = Field(
+        default=None, ge=0, description="latent tile side (multiple of the model's unit); "
+        "None = the model default (64), 0 = never tile (no cross-size batching)")
+    face_size: int = Field(default=512, ge=8, description="side the face task requires")
+
+    # -- batching and backpressure ---------------------------------------------------
+    max_batch: int = Field(default=8, ge=1, description="latent tiles per UNet call")
+    max_wait_ms: float = Field(default=10.0, ge=0, description="longest a tile idles for "
+                               "a fuller batch")
+    queue_size: int = Field(default=64, ge=1, description="admitted, unfinished requests "
+                            "(sync and async) before 429")
+    request_timeout_s: float = Field(default=300.0, gt=0, description="deadline of a "
+                                     "synchronous POST /v1/restore")
+    job_timeout_s: float = Field(default=3600.0, gt=0, description="deadline of an "
+                                 "asynchronous job")
+    job_ttl_s: float = Field(default=3600.0, gt=0, description="how long finished jobs and "
+                             "their results are kept")
+    shutdown_grace_s: float = Field(default=30.0, ge=0, description="time in-flight jobs get "
+                                    "to finish at shutdown")
+
+    # -- input limits ------------------------------------------------------------------
+    max_pixels: int = Field(default=4_000_000, ge=64, description="input width*height limit")
+    min_side: int = Field(default=8, ge=1, description="smallest accepted input side")
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="request "
+                                "body limit")
+
+    # -- access ------------------------------------------------------------------------
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="accepted Bearer keys; empty = open")
+    metrics_auth: bool = Field(default=False, description="require a key on /metrics too")
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _parse_models(cls, value):
+        if isinstance(value, str):
+            pairs = {}
+            for item in _split(value):
+                task, sep, path = item.partition("=")
+                if not sep or not task.strip() or not path.strip():
+                    raise ValueError(f"RESSHIFT_MODELS item {item!r} is not task=path "
+                                     "(e.g. sr=models/realsr_v3,inpaint=models/inpaint)")
+                pairs[task.strip()] = path.strip()
+            return pairs
+        return value
+
+    @field_validator("devices", "api_keys", mode="before")
+    @classmethod
+    def _parse_list(cls, value):
+        return _split(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check(self) -> "Settings":
+        if not self.models:
+            raise ValueError("RESSHIFT_MODELS is empty: serve at least one task=model_dir")
+        if not self.devices:
+            raise ValueError("RESSHIFT_DEVICES is empty: give at least one device (cpu)")
+        return self
+
+    def key_values(self) -> list[bytes]:
+        return [k.get_secret_value().encode() for k in self.api_keys]
+

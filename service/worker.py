@@ -1,0 +1,318 @@
+"""The worker: one thread per device that owns the models and does all tensor work.
+
+It loads every served model, runs one warm-up batch per model, then loops: take new
+items from the inbox, drop those canceled or past their deadline (their tiles leave the
+queue), and do what ``service.batching.next_action`` says: decode a finished request,
+encode a new one (``model.stepper.TiledJob``), or run the UNet on a batch of same-shape
+latent tiles gathered across requests (``model.stepper.run_tiles``; tiles may be at
+different timesteps). An error fails the requests it touched, never the worker.
+
+The model layer is imported lazily (in the thread), so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from . import batching
+from .errors import InferenceFailed, ServiceError, ShuttingDown
+from .metrics import Metrics
+from .scheduler import WorkItem
+from .settings import Settings
+from .schemas import JobState
+from .validation import ServedModel
+
+log = logging.getLogger("resshift.worker")
+
+
+@dataclass
+class _Active:
+    """A work item the worker has taken in, with its model-layer state."""
+
+    item: WorkItem
+    job: Any = None                         # model.stepper.TiledJob once encoding starts
+    preds: list = field(default_factory=list)   # this step's predictions, by tile index
+
+    @property
+    def task(self) -> str:
+        return self.item.request.task
+
+
+@dataclass
+class _Queued:
+    """A latent tile waiting for the UNet."""
+
+    owner: _Active
+    index: int                              # position in its job's pending_tiles()
+    work: Any                               # model.stepper.TileWork
+    view: batching.QueuedTile
+
+
+class Worker(threading.Thread):
+    """Owns one device: models, the tile queue, the batching loop (see module doc)."""
+
+    def __init__(self, device: str, settings: Settings, metrics: Metrics, index: int = 0):
+        super().__init__(name=f"resshift-worker-{index}-{device}", daemon=True)
+        self.device = device
+        self.settings = settings
+        self.metrics = metrics
+        self.state = "starting"          # starting, loading, warming up, ready, stopped, failed
+        self.error: Optional[str] = None
+        self.served: dict[str, ServedModel] = {}
+        self.load = 0                    # items submitted and not finished (for dispatch)
+        self._restorers: dict[str, Any] = {}
+        self._cond = threading.Condition()
+        self._inbox: deque[WorkItem] = deque()
+        self._stop_at: Optional[float] = None
+        self._new: deque[_Active] = deque()
+        self._finished: deque[_Active] = deque()
+        self._stepping: list[_Active] = []
+        self._queue: list[_Queued] = []
+        self._depth_reported = 0
+
+    # -- called from other threads ------------------------------------------------------
+    def submit(self, item: WorkItem) -> None:
+        with self._cond:
+            self.load += 1
+            item.future.add_done_callback(self._on_item_done)
+            self._inbox.append(item)
+            self._cond.notify()
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify()
+
+    def stop(self, grace_s: float) -> None:
+        with self._cond:
+            self._stop_at = time.monotonic() + grace_s
+            self._cond.notify()
+
+    def _on_item_done(self, _future) -> None:
+        with self._cond:
+            self.load -= 1
+
+    # -- thread body ------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            self._load_models()
+            self._warm_up()
+            self.state = "ready"
+            log.info("worker on %s ready: %s", self.device, ", ".join(sorted(self.served)))
+            self._serve()
+            self.state = "stopped"
+        except BaseException as exc:   # the thread must report, not vanish
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.state = "failed"
+            log.exception("worker on %s failed", self.device)
+        finally:
+            self._fail_all(ShuttingDown("the server stopped before this request finished; "
+                                        "retry it"))
+
+    def _load_models(self) -> None:
+        import torch
+
+        import model
+        from model.stepper import TiledJob, run_tiles
+        self._tiled_job, self._run_tiles = TiledJob, run_tiles
+        if self.settings.torch_threads:
+            # Per thread under OpenMP: it must be set here, in the worker's own thread.
+            torch.set_num_threads(self.settings.torch_threads)
+        self.state = "loading"
+        for task, path in self.settings.models.items():
+            restorer = model.load(path, device=self.device)
+            tiles = restorer.tile_options(self.settings.tile)
+            cfg = restorer.config
+            name = cfg.name if cfg.name not in ("", "custom") else Path(str(path)).name
+            self._restorers[task] = restorer
+            self.served[task] = ServedModel(
+                task=task, name=name, family=restorer.family, kind=cfg.task,
+                scale=restorer.scale, steps=cfg.steps, needs_mask=cfg.needs_mask,
+                latent_tile=tiles.latent_tile if tiles else None,
+                input_multiple=cfg.input_multiple, backend="torch",
+                precision=str(next(restorer.unet.parameters()).dtype).replace("torch.", ""))
+            self.metrics.model_info.labels(task, name, "torch",
+                                           self.served[task].precision).set(1)
+
+    def _warm_up(self) -> None:
+        """One small request per model through the same stepping code: readiness means
+        a batch really ran (kernels chosen, memory allocated)."""
+        self.state = "warming up"
+        for task, restorer in self._restorers.items():
+            side = (self.settings.face_size if self.served[task].kind == "face"
+                    else max(16, self.settings.min_side))
+            image = np.full((side, side, 3), 128, np.uint8)
+            mask = np.zeros((side, side), bool) if self.served[task].needs_mask else None
+            self._tiled_job(restorer, image, mask=mask, seed=0, tile=self.settings.tile).run()
+
+    def _serve(self) -> None:
+        s = self.settings
+        while True:
+            with self._cond:
+                while self._inbox:
+                    self._new.append(_Active(self._inbox.popleft()))
+                stopping = self._stop_at is not None
+            now = time.monotonic()
+            if stopping and (now >= self._stop_at or not self._has_work()):
+                return
+            self._drop_abandoned(now)
+            self._report_depth()
+            action = batching.next_action(
+                finished=len(self._finished), new=len(self._new),
+                tiles=[q.view for q in self._queue], now=now, max_batch=s.max_batch,
+                max_wait=s.max_wait_ms / 1000.0)
+            if isinstance(action, batching.Wait):
+                self._sleep(action.timeout, now)
+            elif isinstance(action, batching.Decode):
+                self._decode(self._finished.popleft())
+            elif isinstance(action, batching.Encode):
+                self._encode(self._new.popleft())
+            else:
+                self._run_batch(action.indices)
+
+    def _has_work(self) -> bool:
+        return bool(self._new or self._finished or self._stepping)
+
+    def _sleep(self, timeout: Optional[float], now: float) -> None:
+        """Wait for new items / cancellations, waking in time for the earliest deadline."""
+        limits = [timeout] if timeout is not None else []
+        limits += [a.item.deadline - now for a in self._all_active()]
+        if self._stop_at is not None:
+            limits.append(self._stop_at - now)
+        with self._cond:
+            if not self._inbox:
+                self._cond.wait(max(0.0, min(limits)) if limits else None)
+
+    # -- stages ---------------------------------------------------------------------------
+    def _encode(self, active: _Active) -> None:
+        item, req = active.item, active.item.request
+        start = time.monotonic()
+        item.state = JobState.running
+        item.timings["queue"] = start - item.admitted
+        self.metrics.queue_wait.labels(req.task).observe(item.timings["queue"])
+        try:
+            active.job = self._tiled_job(self._restorers[req.task], req.pixels, mask=req.mask,
+                                         seed=req.seed, tile=self.settings.tile)
+            active.job.encode()
+        except Exception as exc:
+            self._fail(active, exc)
+            return
+        item.timings["encode"] = time.monotonic() - start
+        self.metrics.inference.labels(req.task, "encode").observe(item.timings["encode"])
+        self.metrics.tiles_per_request.labels(req.task).observe(active.job.tiles_per_step)
+        self._stepping.append(active)
+        self._enqueue(active)
+
+    def _enqueue(self, active: _Active) -> None:
+        now = time.monotonic()
+        work = active.job.pending_tiles()
+        active.preds = [None] * len(work)
+        for k, w in enumerate(work):
+            view = batching.QueuedTile(key=(active.task, w.key), enqueued=now)
+            self._queue.append(_Queued(active, k, w, view))
+
+    def _run_batch(self, indices: tuple[int, ...]) -> None:
+        chosen = set(indices)
+        batch = [self._queue[i] for i in indices]
+        self._queue = [q for i, q in enumerate(self._queue) if i not in chosen]
+        owners = list({id(q.owner): q.owner for q in batch}.values())
+        task = batch[0].owner.task
+        start = time.monotonic()
+        try:
+            preds = self._run_tiles(self._restorers[task], [q.work for q in batch])
+        except Exception as exc:
+            log.exception("UNet batch of %d tiles failed", len(batch))
+            for owner in owners:
+                self._fail(owner, exc)
+            return
+        elapsed = time.monotonic() - start
+        self.metrics.inference.labels(task, "denoise").observe(elapsed)
+        self.metrics.batch_size.labels(task).observe(len(batch))
+        self._report_gpu_memory()
+        for q, pred in zip(batch, preds):
+            q.owner.preds[q.index] = pred
+        for owner in owners:
+            owner.item.timings["denoise"] += elapsed
+            if any(p is None for p in owner.preds):
+                continue                      # other tiles of this step are still queued
+            try:
+                owner.job.complete_step(owner.preds)
+                if owner.job.done:
+                    self._stepping.remove(owner)
+                    self._finished.append(owner)
+                else:
+                    self._enqueue(owner)
+            except Exception as exc:
+                self._fail(owner, exc)
+
+    def _decode(self, active: _Active) -> None:
+        start = time.monotonic()
+        try:
+            pixels = active.job.finish()
+        except Exception as exc:
+            self._fail(active, exc)
+            return
+        active.item.timings["decode"] = time.monotonic() - start
+        self.metrics.inference.labels(active.task, "decode").observe(
+            active.item.timings["decode"])
+        active.item.succeed(pixels)
+
+    # -- dropping and failing ------------------------------------------------------------
+    def _all_active(self) -> list[_Active]:
+        return [*self._new, *self._stepping, *self._finished]
+
+    def _drop_abandoned(self, now: float) -> None:
+        for active in self._all_active():
+            reason = active.item.abandon_reason(now)
+            if reason is not None:
+                self._fail(active, reason)
+
+    def _fail(self, active: _Active, error: BaseException) -> None:
+        """Take ``active`` out of every structure (its tiles leave the queue) and fail it."""
+        if not isinstance(error, ServiceError) and not _is_input_error(error):
+            log.error("request %s failed in the worker: %s", active.item.id, error,
+                      exc_info=error)
+            error = InferenceFailed(f"the worker could not finish this request "
+                                    f"({type(error).__name__}: {error})")
+        self._queue = [q for q in self._queue if q.owner is not active]
+        for holder in (self._new, self._finished):
+            if active in holder:
+                holder.remove(active)
+        if active in self._stepping:
+            self._stepping.remove(active)
+        active.item.fail(error)
+
+    def _fail_all(self, error: ServiceError) -> None:
+        with self._cond:
+            leftovers = list(self._inbox)
+            self._inbox.clear()
+        for active in self._all_active():
+            self._fail(active, error)
+        for item in leftovers:
+            item.fail(error)
+        self._report_depth()
+
+    # -- metrics ------------------------------------------------------------------------------
+    def _report_depth(self) -> None:
+        depth = len(self._queue)
+        if depth != self._depth_reported:
+            self.metrics.queue_depth.inc(depth - self._depth_reported)
+            self._depth_reported = depth
+
+    def _report_gpu_memory(self) -> None:
+        if not self.device.startswith("cuda"):
+            return
+        import torch
+        self.metrics.gpu_memory.labels(self.device).set(torch.cuda.memory_allocated(self.device))
+
+
+def _is_input_error(error: BaseException) -> bool:
+    from model.errors import ModelError
+    return isinstance(error, ModelError)

@@ -1,0 +1,174 @@
+"""TiledJob: the step-by-step chain equals Restorer.restore, alone or batched."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from model.errors import InputImageError
+from model.stepper import TiledJob, run_tiles
+
+
+def tiny_official(task: str = "sr", steps: int = 4) -> dict:
+    """An official-style config for a very small random model (also used by the service
+    tests): latent unit 8 (window 4, two UNet levels), so tiles of 16 latent pixels are
+    legal and a 16x16 request costs a few tens of milliseconds of network time."""
+    unet = dict(image_size=16, in_channels=3, model_channels=32, out_channels=3,
+                attention_resolutions=[64, 32, 16, 8], dropout=0, channel_mult=[1, 2],
+                num_res_blocks=[1, 1], conv_resample=True, dims=2, use_fp16=False,
+                num_head_channels=16, use_scale_shift_norm=True, resblock_updown=False,
+                swin_depth=1, swin_embed_dim=32, window_size=4, mlp_ratio=2, cond_lq=True,
+                lq_size=16)
+    sf = 4
+    if task == "inpaint":
+        unet.update(cond_mask=True, lq_size=64)
+        sf = 1
+    elif task == "face":
+        unet.update(lq_size=64)
+        sf = 1
+    ae = dict(embed_dim=3, n_embed=32, ddconfig=dict(
+        double_z=False, z_channels=3, resolution=512 if task == "face" else 256,
+        in_channels=3, out_ch=3, ch=32, ch_mult=[1, 1, 1], num_res_blocks=1,
+        attn_resolutions=[], dropout=0.0, padding_mode="zeros"))
+    diffusion = dict(sf=sf, schedule_name="exponential", schedule_kwargs={"power": 0.3},
+                     etas_end=0.99, steps=steps, min_noise_level=0.2, kappa=2.0,
+                     predict_type="xstart", normalize_input=True, latent_flag=True)
+    return {"model": {"params": unet}, "autoencoder": {"params": ae},
+            "diffusion": {"params": diffusion}}
+
+
+def tiny_restorer(task: str = "sr", seed: int = 0):
+    from model.config import config_from_official
+    from model.directory import build_networks
+    from model.restorer import Restorer
+    torch.manual_seed(seed)
+    cfg = config_from_official(tiny_official(task))
+    cfg.name = f"tiny-{task}"
+    unet, ae = build_networks(cfg)
+    return Restorer(cfg, unet, ae)
+
+
+def _image(h, w, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([np.sin(xx / 5.0 + c) * np.cos(yy / 4.0 - c) for c in range(3)], -1)
+    return np.clip(127.5 + 90 * base + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def _grey_diff(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
+    d = np.abs(a.astype(np.int16) - b.astype(np.int16))
+    return int(d.max()), int((d > 0).sum())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The CI machine is 2 shared cores: two intra-op threads fighting another process
+    run these small networks tens of times slower than one thread does."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_sr():
+    return tiny_restorer("sr")
+
+
+def test_tiled_job_equals_restore_with_blended_tiles(tiny_sr):
+    # 20x44 LQ -> padded 24x48 -> latent 24x48: 16-tiles overlapping by 8 make a 2x5 grid
+    img = _image(20, 44, seed=1)
+    job = TiledJob(tiny_sr, img, seed=11, tile=16)
+    assert job.tiles_per_step == 10
+    ours = job.run()
+    ref = tiny_sr.restore(img, seed=11, tile=16)
+    worst, count = _grey_diff(ours, ref)
+    # measured: bit-identical (0 grey levels, 0 pixels); the contract allows 1 grey level
+    assert worst <= 1 and count <= 0.001 * ref.size, (worst, count)
+    assert ours.shape == (80, 176, 3)
+
+
+def test_tiled_job_equals_restore_on_the_reference_model(small_restorer):
+    # realsr_small: 16x24 LQ pads to one 64x64 latent tile (the default tile size)
+    img = _image(16, 24, seed=2)
+    ours = TiledJob(small_restorer, img, seed=3).run()
+    ref = small_restorer.restore(img, seed=3)
+    worst, count = _grey_diff(ours, ref)
+    assert worst <= 1 and count <= 0.001 * ref.size, (worst, count)   # measured: 0, 0
+
+
+def test_untiled_job_equals_untiled_restore(tiny_sr):
+    img = _image(20, 30, seed=4)
+    ours = TiledJob(tiny_sr, img, seed=5, tile=0).run()
+    np.testing.assert_array_equal(ours, tiny_sr.restore(img, seed=5, tile=0))
+
+
+def test_a_job_gives_the_same_pixels_alone_or_batched_with_others(tiny_sr):
+    """Three jobs of different sizes, started at different times, their tiles stacked into
+    shared batches that mix timesteps: each result equals the job run alone."""
+    images = [_image(20, 44, seed=1), _image(16, 16, seed=2), _image(30, 20, seed=3)]
+    seeds = [11, 12, 13]
+    alone = [TiledJob(tiny_sr, im, seed=s, tile=16).run() for im, s in zip(images, seeds)]
+
+    jobs = [TiledJob(tiny_sr, im, seed=s, tile=16) for im, s in zip(images, seeds)]
+    started: list[TiledJob] = []
+    results: dict[int, np.ndarray] = {}
+    rounds = 0
+    while len(results) < len(jobs):
+        if rounds < len(jobs):                 # one more job joins every round
+            jobs[rounds].encode()
+            started.append(jobs[rounds])
+        active = [j for j in started if not j.done]
+        work = [(j, w) for j in active for w in j.pending_tiles()]
+        assert len({w.key for _, w in work}) == 1     # all 16x16 latent tiles
+        if rounds >= 1:
+            assert len({w.t for _, w in work}) > 1 or rounds > 3   # steps really mix
+        preds = []
+        for k in range(0, len(work), 7):        # batches that cut across jobs
+            preds += run_tiles(tiny_sr, [w for _, w in work[k:k + 7]])
+        for j in active:
+            mine = [p for (owner, _), p in zip(work, preds) if owner is j]
+            j.complete_step(mine)
+            if j.done:
+                results[jobs.index(j)] = j.finish()
+        rounds += 1
+    for i, ref in enumerate(alone):
+        worst, count = _grey_diff(results[i], ref)
+        # measured: bit-identical; allowed: 1 grey level on at most 0.1% of the values
+        assert worst <= 1 and count <= 0.001 * ref.size, (i, worst, count)
+
+
+def test_inpainting_job_pastes_known_pixels_and_matches_restore():
+    r = tiny_restorer("inpaint")
+    img = _image(40, 48, seed=6)
+    mask = np.zeros((40, 48), bool)
+    mask[10:30, 12:40] = True
+    ours = TiledJob(r, img, mask=mask, seed=1, tile=16).run()
+    np.testing.assert_array_equal(ours[~mask], img[~mask])
+    worst, _ = _grey_diff(ours, r.restore(img, mask=mask, seed=1, tile=16))
+    assert worst <= 1
+    with pytest.raises(InputImageError, match="needs a mask"):
+        TiledJob(r, img)
+    with pytest.raises(InputImageError, match="size"):
+        TiledJob(r, img, mask=np.zeros((8, 8), bool))
+
+
+def test_the_seed_is_reported_and_reproduces(tiny_sr):
+    img = _image(16, 16)
+    first = TiledJob(tiny_sr, img)
+    out = first.run()
+    np.testing.assert_array_equal(TiledJob(tiny_sr, img, seed=first.seed).run(), out)
+
+
+def test_misuse_is_refused(tiny_sr):
+    job = TiledJob(tiny_sr, _image(16, 16))
+    with pytest.raises(RuntimeError, match="encode"):
+        job.pending_tiles()
+    job.encode()
+    with pytest.raises(ValueError, match="predictions"):
+        job.complete_step([])
+    with pytest.raises(RuntimeError, match="steps"):
+        job.finish()
+    with pytest.raises(InputImageError):
+        TiledJob(tiny_sr, np.zeros((4, 4), np.uint8))

@@ -1,0 +1,115 @@
+"""Data sources, crops and seeded batches; LR schedule, EMA, LPIPS loading, Algorithm 1."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from model.degradations import get_degradation
+from model.errors import CheckpointError
+from model.schedule import schedule_from_config
+from model.training.data import (DataError, ImagePool, PairSampler, PairSettings, list_sources,
+                                 pad_to_min_side, random_crop)
+from model.training.ema import EMA
+from model.training.loss import input_scales
+from model.training.optim import lr_at
+from tests.model.training.conftest import TINY_DIFFUSION
+
+
+def test_sources_folder_text_list_and_errors(tmp_path, image_dir):
+    root, _ = image_dir
+    files, _ = list_sources([str(root)])
+    assert sorted(p.name for p, _ in files) == ["a.png", "b.jpg", "small.png"]   # recursive
+    listing = tmp_path / "list.txt"
+    listing.write_text("# training images\nimages/a.png\n\n" + str(root / "sub" / "b.jpg") + "\n")
+    files, _ = list_sources([str(listing)])
+    assert [p.name for p, _ in files] == ["a.png", "b.jpg"]
+    with pytest.raises(DataError, match="neither"):
+        list_sources([str(tmp_path / "nope")])
+
+
+def test_pool_pads_or_skips_small_images_and_counts_unreadable(tmp_path, image_dir):
+    root, _ = image_dir
+    (root / "broken.png").write_bytes(b"not a png")
+    pool = ImagePool([str(root)], 32, "pad")
+    assert (pool.stats.padded, pool.stats.unreadable, pool.stats.used) == (1, 1, 3)
+    small = [i for i, e in enumerate(pool.entries) if e.path.name == "small.png"][0]
+    assert min(pool.image(small).shape[:2]) == 32
+    skip = ImagePool([str(root)], 32, "skip")
+    assert (skip.stats.skipped_small, skip.stats.used) == (1, 2)
+    with pytest.raises(DataError, match="no usable"):
+        ImagePool([str(root / "broken.png")], 32)
+
+
+def test_crops_and_padding():
+    img = np.random.default_rng(0).uniform(0, 1, (50, 70, 3)).astype(np.float32)
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        assert random_crop(img, 32, rng, (0.5, 1.0)).shape == (32, 32, 3)
+    assert pad_to_min_side(img[:10, :20], 32).shape == (32, 32, 3)
+
+
+def test_batches_are_a_function_of_seed_and_step(image_dir):
+    root, _ = image_dir
+    pool = ImagePool([str(root)], 32)
+    settings = PairSettings(32, get_degradation("bicubic"), (0.5, 1.0), True)
+    s = PairSampler(pool, settings, batch_size=3, seed=7)
+    gt, lq = s.batch(5)
+    assert gt.shape == (3, 3, 32, 32) and lq.shape == (3, 3, 8, 8)
+    assert gt.min() >= -1 and gt.max() <= 1
+    gt2, lq2 = PairSampler(pool, settings, 3, seed=7).batch(5)
+    assert torch.equal(gt, gt2) and torch.equal(lq, lq2)
+    assert not torch.equal(gt, s.batch(6)[0]) and not torch.equal(gt, s.batch(5, rank=1)[0])
+    with pytest.raises(DataError, match="multiple"):
+        PairSampler(pool, PairSettings(30, get_degradation("bicubic")), 1, 0)
+
+
+def test_lr_warmup_then_cosine():
+    lrs = [lr_at(s, 1e-3, 1e-5, 10, 110) for s in range(110)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert lrs[10] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-5)
+    progress = (60 - 10) / (110 - 10 - 1)          # cosine reaches min_lr at the last step
+    assert lrs[60] == pytest.approx(1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + math.cos(math.pi * progress)))
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def test_ema_tracks_the_weights():
+    net = torch.nn.Linear(2, 2)
+    ema = EMA(net, decay=0.9)
+    assert ema.decay_at(0) == pytest.approx(0.1) and ema.decay_at(10 ** 6) == 0.9
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    before = ema.shadow.weight.clone()
+    ema.update(net, step=10 ** 6)
+    torch.testing.assert_close(ema.shadow.weight, 0.9 * before + 0.1 * net.weight)
+    assert not ema.shadow.weight.requires_grad
+
+
+def test_input_scales_match_the_schedule():
+    sched = schedule_from_config(TINY_DIFFUSION)
+    t = torch.arange(sched.num_steps)
+    for latent in (True, False):
+        got = input_scales(sched, t, latent)
+        want = [sched.input_scale(i, latent) for i in range(sched.num_steps)]
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-6)
+
+
+def test_lpips_loads_user_weights_in_both_layouts(tmp_path):
+    from safetensors.torch import save_file
+    from model.training.lpips import LPIPS, load_lpips
+    torch.manual_seed(0)
+    ref = LPIPS()
+    vgg = {k: v.clone() for k, v in ref.state_dict().items() if k.startswith("features.")}
+    lins = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1)
+            for i, c in enumerate((64, 128, 256, 512, 512))}
+    torch.save(vgg, tmp_path / "vgg16.pth")
+    save_file(lins, str(tmp_path / "lin.safetensors"))
+    net = load_lpips(f"{tmp_path / 'vgg16.pth'},{tmp_path / 'lin.safetensors'}")
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    y = (x + 0.3 * torch.randn_like(x)).clamp(-1, 1)
+    assert torch.allclose(net(x, x), torch.zeros(2), atol=1e-6)
+    d = net(x, y)
+    assert d.shape == (2,) and (d > 0).all()
+    with pytest.raises(CheckpointError, match="lacks"):
+        load_lpips(str(tmp_path / "lin.safetensors"))

@@ -1,0 +1,98 @@
+"""``resshift eval`` on a few small images: degraded on the fly and paired folders."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import model
+from model.cli import main
+from model.config import config_from_official
+from model.directory import build_networks
+from model.restorer import Restorer
+from model.training.evaluate import EvalPair, evaluate, name_rng
+from tests.model.training.conftest import TINY_DIFFUSION, TINY_UNET, photo
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = config_from_official({"model": {"params": dict(TINY_UNET)}, "autoencoder": None,
+                                "diffusion": {"params": dict(TINY_DIFFUSION)}}, name="tiny")
+    cfg.provenance["data"] = {"degradation": "bicubic"}
+    unet, _ = build_networks(cfg)
+    return model.save(Restorer(cfg, unet, None), tmp_path_factory.mktemp("m") / "tiny")
+
+
+@pytest.fixture
+def gt_dir(tmp_path):
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    Image.fromarray(photo(34, 40, 1)).save(gt / "one.png")      # 34 -> mod-cropped to 32
+    Image.fromarray(photo(32, 32, 2)).save(gt / "two.png")
+    return gt
+
+
+def test_eval_degrades_gt_with_a_named_degradation(tmp_path, tiny_model_dir, gt_dir, capsys):
+    out = tmp_path / "report.json"
+    code = main(["eval", "--model", str(tiny_model_dir), "--gt", str(gt_dir),
+                 "--degradation", "resshift_test", "--seed", "3", "--json", str(out), "-q",
+                 "--save-dir", str(tmp_path / "imgs")])
+    assert code == 0
+    table = capsys.readouterr().out
+    assert "one" in table and "mean of 2" in table and "model - bicubic" in table
+    report = json.loads(out.read_text())
+    assert report["count"] == 2 and report["crop_border"] == 4 and report["scale"] == 4
+    assert report["degradation"] == "resshift_test" and report["seed"] == 3
+    for row in report["images"]:
+        assert set(row["model"]) == set(row["bicubic"]) == {"psnr", "ssim", "psnr_y", "ssim_y"}
+    assert Image.open(tmp_path / "imgs" / "model" / "one.png").size == (40, 32)
+    # same seed, same numbers
+    again = tmp_path / "again.json"
+    main(["eval", "--model", str(tiny_model_dir), "--gt", str(gt_dir), "--degradation",
+          "resshift_test", "--seed", "3", "--json", str(again), "-q"])
+    assert json.loads(again.read_text())["mean"] == report["mean"]
+
+
+def test_eval_defaults_to_the_models_training_degradation(tiny_model_dir, gt_dir, capsys):
+    assert main(["eval", "--model", str(tiny_model_dir), "--gt", str(gt_dir), "-q",
+                 "--crop-border", "2"]) == 0
+    assert "mean of 2" in capsys.readouterr().out
+
+
+def test_eval_on_paired_folders(tmp_path, tiny_model_dir, gt_dir):
+    lq = tmp_path / "lq"
+    lq.mkdir()
+    for name in ("one", "two"):
+        img = np.asarray(Image.open(gt_dir / f"{name}.png"))
+        Image.fromarray(img[::4, ::4][:8, :8]).save(lq / f"{name}.png")
+    out = tmp_path / "pairs.json"
+    assert main(["eval", "--model", str(tiny_model_dir), "--lq", str(lq), "--gt", str(gt_dir),
+                 "--json", str(out), "-q"]) == 0
+    report = json.loads(out.read_text())
+    assert report["pairs"] == "folders" and report["count"] == 2
+    assert main(["eval", "--model", str(tiny_model_dir), "--lq", str(tmp_path / "none"),
+                 "--gt", str(gt_dir), "-q"]) == 2
+
+
+def test_evaluate_scores_a_perfect_restorer_as_infinite_psnr():
+    gt = photo(32, 32, 5)
+    pair = EvalPair("x", gt, gt[::4, ::4])
+    report = evaluate(lambda lq, seed: gt, [pair], scale=4)
+    assert report.mean("model")["psnr"] == float("inf") and report.mean("model")["ssim"] == 1.0
+    assert report.mean("bicubic")["psnr"] < 40
+
+
+def test_degradation_seed_depends_on_the_name_only():
+    a = name_rng(0, "img").uniform()
+    assert a == name_rng(0, "img").uniform() and a != name_rng(0, "other").uniform()
+
+
+def test_record_stores_the_means_in_model_json(tiny_model_dir, gt_dir):
+    assert main(["eval", "--model", str(tiny_model_dir), "--gt", str(gt_dir), "--degradation",
+                 "bicubic", "--seed", "1", "--record", "-q", "--threads", "1"]) == 0
+    meta = json.loads((tiny_model_dir / "model.json").read_text())
+    entry = meta["metrics"]["eval"][f"{gt_dir.parent.name}/gt/bicubic/seed1"]
+    assert entry["images"] == 2 and set(entry) >= {"model", "bicubic", "crop_border"}

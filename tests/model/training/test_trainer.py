@@ -1,0 +1,129 @@
+"""A few training steps end to end, and exact resume from a checkpoint."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import model
+from model.errors import ConfigError
+from model.training.checkpoint import latest_checkpoint, load_checkpoint
+from model.training.config import TrainConfig
+from model.training.trainer import Trainer
+from tests.model.training.conftest import tiny_recipe
+
+
+def _train(recipe, **kw):
+    trainer = Trainer(TrainConfig.from_dict(recipe), show_progress=False, **kw)
+    return trainer, trainer.run()
+
+
+def _assert_same(a, b, where=""):
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _assert_same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def test_short_run_writes_a_model_directory_with_provenance(tmp_path, image_dir):
+    trainer, path = _train(tiny_recipe(tmp_path, image_dir))
+    assert path == tmp_path / "model"
+    meta = json.loads((path / "model.json").read_text())
+    prov = meta["provenance"]
+    assert prov["steps"] == 4 and prov["samples_seen"] == 8 and prov["space"] == "pixel"
+    assert prov["data"]["train_stats"] == {"found": 3, "used": 3, "padded": 1,
+                                           "skipped_small": 0, "unreadable": 0}
+    assert prov["data"]["degradation"] == "resshift_test" and prov["loss"] == "L2"
+    assert prov["wall_time_s"] > 0 and prov["config"]["train"]["steps"] == 4
+    val = meta["metrics"]["validation"]
+    assert set(val["model"]) == {"psnr", "ssim", "psnr_y", "ssim_y"}
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4]
+    assert all(np.isfinite(r["loss"]) for r in log if "loss" in r)
+    assert sum("val" in r for r in log) == 2                # step 2 and the final one
+    # the directory loads and restores at x4
+    r = model.load(path)
+    out = r.restore(np.zeros((9, 11, 3), np.uint8) + 90, seed=0)
+    assert out.shape == (36, 44, 3)
+
+
+def test_resume_gives_the_same_state_as_an_uninterrupted_run(tmp_path, image_dir):
+    straight = tiny_recipe(tmp_path / "a", image_dir)
+    _train(straight)
+    interrupted = tiny_recipe(tmp_path / "b", image_dir)
+    first, path = _train(interrupted, stop_after=2)
+    assert path is None and first.step == 2
+    assert latest_checkpoint(tmp_path / "b" / "run").name == "step_0000002.pt"
+    second, path = _train(interrupted, resume="auto")
+    assert path is not None and second.step == 4
+
+    a = load_checkpoint(latest_checkpoint(tmp_path / "a" / "run"))
+    b = load_checkpoint(latest_checkpoint(tmp_path / "b" / "run"))
+    assert a["step"] == b["step"] == 4
+    for key in ("unet", "ema", "optimizer"):
+        _assert_same(a[key], b[key], key)
+    def losses(p):
+        lines = (tmp_path / p / "run" / "log.jsonl").read_text().splitlines()
+        return [json.loads(line)["loss"] for line in lines if "loss" in json.loads(line)]
+    la, lb = losses("a"), losses("b")
+    assert len(la) == 4
+    assert la == lb
+
+
+def test_existing_checkpoints_need_resume_and_configs_must_match(tmp_path, image_dir):
+    recipe = tiny_recipe(tmp_path, image_dir)
+    _train(recipe, stop_after=2)
+    with pytest.raises(ConfigError, match="--resume"):
+        _train(recipe)
+    other = tiny_recipe(tmp_path, image_dir)
+    other["model"]["diffusion"]["kappa"] = 2.0
+    with pytest.raises(ConfigError, match="another model"):
+        _train(other, resume="auto")
+
+
+def test_skip_policy_counts_small_images(tmp_path, image_dir):
+    recipe = tiny_recipe(tmp_path, image_dir, steps=1, val_every=0, checkpoint_every=0)
+    recipe["data"]["small_images"] = "skip"
+    recipe["data"]["val"] = []
+    trainer, path = _train(recipe)
+    stats = json.loads((path / "model.json").read_text())["provenance"]["data"]["train_stats"]
+    assert stats["skipped_small"] == 1 and stats["used"] == 2
+
+
+def test_grad_accumulation_and_the_cli(tmp_path, image_dir, capsys):
+    from model.cli import main
+    recipe = tiny_recipe(tmp_path, image_dir, steps=2, grad_accum=2, val_every=0)
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(recipe))
+    assert main(["train", str(cfg), "-q", "--output", str(tmp_path / "out")]) == 0
+    assert "wrote" in capsys.readouterr().out
+    prov = json.loads((tmp_path / "out" / "model.json").read_text())["provenance"]
+    assert prov["samples_seen"] == 2 * 2 * 2
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_recipe_typos_are_errors():
+    with pytest.raises(ConfigError, match="unknown keys in train"):
+        TrainConfig.from_dict({"model": {"unet": {"a": 1}, "diffusion": {"b": 1}},
+                               "data": {"train": ["x"]}, "train": {"stepz": 3}})
+    with pytest.raises(ConfigError, match="data.train"):
+        TrainConfig.from_dict({"model": {"unet": {"a": 1}, "diffusion": {"b": 1}}})
+
+
+def test_residual_models_train_and_validate_through_the_adapter(tmp_path, image_dir):
+    recipe = tiny_recipe(tmp_path, image_dir, steps=2, checkpoint_every=0)
+    recipe["model"]["diffusion"]["predict_type"] = "residual"
+    trainer, path = _train(recipe)
+    val = json.loads((path / "model.json").read_text())["metrics"]["validation"]
+    assert np.isfinite(val["model"]["psnr"])
+    assert json.loads((path / "model.json").read_text())["diffusion"]["predict_type"] == "residual"

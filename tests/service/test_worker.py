@@ -1,0 +1,123 @@
+"""The worker under load: cross-request batching, same pixels alone or busy, a free event
+loop, deadlines and disconnects that drop a request's tiles."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+
+import model
+
+from .conftest import (LiveServer, decode, encode, form, metric, photo, running_app,
+                       settings_for)
+
+# 40x40 LQ with 16-tiles overlapping by 8: 16 latent tiles a step, 64 UNet calls at batch 1
+LONG = encode(photo(40, 40, seed=5))
+
+
+def _poll(predicate, timeout_s: float = 60.0, every_s: float = 0.02):
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every_s)
+    raise AssertionError("condition not reached")
+
+
+def test_tiles_of_different_requests_share_batches_and_results_do_not_change(model_dirs):
+    # 16x16 LQ: one latent tile; 16x24: two. A batch of more than 2 tiles therefore holds
+    # tiles of several requests.
+    shapes = [(16, 16)] * 5 + [(16, 24)] * 2
+    pixels = [photo(h, w, seed=i) for i, (h, w) in enumerate(shapes)]
+    images = [encode(p) for p in pixels]
+    # alone: the model layer on its own (equal to a lone service request, test_app.py)
+    restorer = model.load(model_dirs["sr"])
+    alone = [restorer.restore(p, seed=i, tile=16) for i, p in enumerate(pixels)]
+    settings = settings_for({"sr": model_dirs["sr"]}, max_batch=8, max_wait_ms=300)
+    with running_app(settings) as c:
+        before = c.get("/metrics").text
+        with ThreadPoolExecutor(len(images)) as pool:
+            busy = list(pool.map(lambda i: c.post("/v1/restore", **form(images[i], seed=i)),
+                                 range(len(images))))
+        after = c.get("/metrics").text
+    assert all(r.status_code == 200 for r in busy)
+    for a, b in zip(alone, busy):
+        diff = np.abs(a.astype(int) - decode(b.content).astype(int))
+        assert diff.max() <= 1, diff.max()          # measured: 0 (bit-identical)
+
+    def delta(name, **labels):
+        return metric(after, name, **labels) - metric(before, name, **labels)
+    batches = delta("resshift_batch_size_count", task="sr")
+    mixed = batches - delta("resshift_batch_size_bucket", task="sr", le="2.0")
+    tiles = delta("resshift_batch_size_sum", task="sr")
+    assert tiles == 4 * (5 * 1 + 2 * 2)             # every tile of every step ran once
+    assert mixed >= 1 and batches < tiles, (batches, mixed, tiles)
+
+
+def test_health_answers_while_a_long_request_is_in_flight(model_dirs):
+    settings = settings_for({"sr": model_dirs["sr"]}, max_batch=1)
+    with running_app(settings) as c:
+        worker = c.app.state.services.scheduler.workers[0]
+        done = threading.Event()
+        thread = threading.Thread(target=lambda: (c.post("/v1/restore", **form(LONG)),
+                                                  done.set()))
+        thread.start()
+        _poll(lambda: worker._stepping)          # the request is being denoised
+        for _ in range(5):
+            assert c.get("/healthz").status_code == 200
+            assert c.get("/readyz").status_code == 200
+        assert not done.is_set() and c.app.state.services.scheduler.inflight == 1
+        thread.join()
+        assert done.is_set()
+
+
+def test_past_the_deadline_is_504_and_the_tiles_leave_the_queue(model_dirs):
+    settings = settings_for({"sr": model_dirs["sr"]}, max_batch=1, request_timeout_s=0.3)
+    with running_app(settings) as c:
+        late = c.post("/v1/restore", **form(LONG))
+        assert late.status_code == 504 and late.json()["error"]["code"] == "deadline_exceeded"
+        _poll(lambda: c.app.state.services.scheduler.inflight == 0)
+        text = c.get("/metrics").text
+        assert metric(text, "resshift_queue_depth") == 0
+        assert metric(text, "resshift_requests_total", task="sr", status="504") == 1
+        # the worker is free and healthy: a small request goes through at once
+        settings_ok = c.post("/v1/restore", **form(encode(photo(8, 8))))
+        assert settings_ok.status_code == 200
+
+
+def test_a_client_that_disconnects_cancels_its_request(model_dirs):
+    settings = settings_for({"sr": model_dirs["sr"]}, max_batch=1)
+    with LiveServer(settings) as server:
+        scheduler = server.app.state.services.scheduler
+        try:
+            httpx.post(server.url + "/v1/restore", files={"image": ("a.png", LONG)},
+                       timeout=httpx.Timeout(5.0, read=0.5))
+            raise AssertionError("the request should not have finished in 0.5 s")
+        except httpx.ReadTimeout:
+            pass
+        _poll(lambda: scheduler.inflight == 0)
+        text = httpx.get(server.url + "/metrics").text
+        assert metric(text, "resshift_requests_total", task="sr", status="499") == 1
+        assert metric(text, "resshift_requests_total", task="sr", status="200") == 0
+        ok = httpx.post(server.url + "/v1/restore", files={"image": ("a.png",
+                                                                     encode(photo(8, 8)))})
+        assert ok.status_code == 200
+
+
+def test_two_workers_share_the_load(model_dirs):
+    settings = settings_for({"sr": model_dirs["sr"]}, devices="cpu,cpu", max_batch=1)
+    with running_app(settings) as c:
+        workers = c.app.state.services.scheduler.workers
+        assert len(workers) == 2
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(
+                lambda i: c.post("/v1/restore", **form(encode(photo(16, 16, seed=i)), seed=i)),
+                range(4)))
+        assert all(r.status_code == 200 for r in results)
+        single = c.post("/v1/restore", **form(encode(photo(16, 16, seed=0)), seed=0))
+        assert np.array_equal(decode(single.content), decode(results[0].content))
