@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 # wheel (pip's find-links); on a GPU node PyPI's default Linux wheel is the CUDA build.
 TORCH_REQ := torch==2.13.0
 
-.PHONY: install test serve bench clean
+.PHONY: install browser test serve bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+# The web page's end-to-end test drives Debian's headless Chromium. Installed here when
+# missing and this user may (root or passwordless sudo); otherwise that one test skips
+# and says which packages it needs.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && { [ "$$(id -u)" = 0 ] || sudo -n true 2>/dev/null; }; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo "sudo -n"); \
+		echo "installing Debian chromium + chromium-driver for the web page test"; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+			chromium chromium-driver >/dev/null || echo "chromium install failed: the web page test will skip"; \
+	else echo "no chromium and no apt-get/root: the web page test will skip"; fi
+
+test: $(STAMP) browser
 	$(PY) -m pytest -q
 
 serve: $(STAMP)

@@ -35,6 +35,13 @@ def build_training_model(section: ModelSection, name: str, seed: int
         cfg = config_from_official(official, name=name)
         torch.manual_seed(int(seed))
         unet, autoencoder = build_networks(cfg)
+        if cfg.diffusion.get("predict_type", "xstart") == "residual":
+            # A residual predictor whose last conv starts at zero predicts y_0 - 0 = y_0:
+            # training starts from the bicubic baseline and can only be pulled away
+            # from it by the data, instead of first unlearning a random residual.
+            last = unet.out[-1]
+            torch.nn.init.zeros_(last.weight)
+            torch.nn.init.zeros_(last.bias)
         if autoencoder is not None:
             if not section.autoencoder_checkpoint:
                 raise ConfigError("latent model: set model.autoencoder_checkpoint")
