@@ -278,6 +278,7 @@ class SwinUNet(nn.Module):
         cond_lq: bool = True,
         cond_mask: bool = False,
         lq_size: int = 256,
+        norm_groups: int = 32,
         **unused,
     ):
         super().__init__()
@@ -384,6 +385,17 @@ class SwinUNet(nn.Module):
             nn.SiLU(),
             _conv(dims, first_ch, out_channels, 3, padding=1),
         )
+        # Official models use 32 groups. Narrow models (the bundled demo: 32 channels) may
+        # ask for fewer: with one channel per group every norm erases each channel's
+        # per-image scale, so the last layer cannot scale its output with the input's
+        # noise level. The weights do not depend on the group count.
+        if norm_groups != 32:
+            for m in self.modules():
+                if isinstance(m, nn.GroupNorm):
+                    if m.num_channels % norm_groups:
+                        raise ValueError(f"norm_groups {norm_groups} does not divide a "
+                                         f"{m.num_channels}-channel GroupNorm")
+                    m.num_groups = int(norm_groups)
 
     @property
     def lq_scale(self) -> int:

@@ -94,3 +94,33 @@ def test_shift_mask_only_bottom_window_row():
     assert mask.shape == (8, 64, 64)
     per_window = (mask != 0).flatten(1).any(1).reshape(4, 2)
     assert per_window[-1].all() and not per_window[:-1].any()
+
+
+def _tiny_unet(**kw) -> SwinUNet:
+    torch.manual_seed(0)
+    return SwinUNet(image_size=32, in_channels=3, model_channels=32, out_channels=3,
+                    attention_resolutions=[8], channel_mult=[1, 2], num_res_blocks=[1, 1],
+                    swin_depth=1, swin_embed_dim=64, num_head_channels=32, window_size=8,
+                    cond_lq=True, lq_size=32, **kw).eval()
+
+
+def test_norm_groups_changes_every_groupnorm_but_not_the_weights():
+    official, narrow = _tiny_unet(), _tiny_unet(norm_groups=8)
+    norms = [m for m in narrow.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and all(m.num_groups == 8 for m in norms)
+    assert all(m.num_groups == 32 for m in official.modules() if isinstance(m, torch.nn.GroupNorm))
+    a, b = official.state_dict(), narrow.state_dict()
+    assert a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
+    # same weights, other grouping: a different function (the grouping is really used)
+    narrow.load_state_dict(a)
+    x, lq, t = torch.randn(1, 3, 32, 32), torch.randn(1, 3, 32, 32), torch.tensor([1])
+    with torch.no_grad():
+        for m in (official, narrow):      # non-zero output layer, or both outputs are 0
+            torch.nn.init.normal_(m.out[-1].weight, std=0.1)
+        narrow.out[-1].load_state_dict(official.out[-1].state_dict())
+        assert not torch.allclose(official(x, t, lq=lq), narrow(x, t, lq=lq), atol=1e-4)
+
+
+def test_norm_groups_must_divide_the_widths():
+    with pytest.raises(ValueError, match="norm_groups 12"):
+        _tiny_unet(norm_groups=12)
