@@ -15,8 +15,12 @@ import model
 from .conftest import (LiveServer, decode, encode, form, metric, photo, running_app,
                        settings_for)
 
-# 40x40 LQ with 16-tiles overlapping by 8: 16 latent tiles a step, 64 UNet calls at batch 1
-LONG = encode(photo(40, 40, seed=5))
+# 72x72 LQ with 16-tiles overlapping by 8: 64 latent tiles a step, 256 UNet calls at
+# batch 1 (a second or more on these CPUs: long next to a few health checks)
+LONG = encode(photo(72, 72, seed=5))
+# 160x160 LQ: 19x19 = 361 tiles a step, 1444 UNet calls at batch 1: tens of seconds on a
+# CPU, so a client that gives up after 0.5 s surely leaves while it runs
+VERY_LONG = encode(photo(160, 160, seed=6))
 
 
 def _poll(predicate, timeout_s: float = 60.0, every_s: float = 0.02):
@@ -95,7 +99,7 @@ def test_a_client_that_disconnects_cancels_its_request(model_dirs):
     with LiveServer(settings) as server:
         scheduler = server.app.state.services.scheduler
         try:
-            httpx.post(server.url + "/v1/restore", files={"image": ("a.png", LONG)},
+            httpx.post(server.url + "/v1/restore", files={"image": ("a.png", VERY_LONG)},
                        timeout=httpx.Timeout(5.0, read=0.5))
             raise AssertionError("the request should not have finished in 0.5 s")
         except httpx.ReadTimeout:
