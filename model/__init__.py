@@ -19,7 +19,7 @@ from .errors import CheckpointError, ConfigError, ImageTooLargeError, InputImage
 if TYPE_CHECKING:  # pragma: no cover
     from .restorer import Restorer
 
-__all__ = ["load", "import_official", "save", "CheckpointError", "ConfigError",
+__all__ = ["load", "import_official", "import_diffir", "save", "CheckpointError", "ConfigError",
            "ImageTooLargeError", "InputImageError", "ModelError"]
 
 
@@ -32,6 +32,12 @@ def import_official(config: Any, unet_state: Any, autoencoder_state: Any = None,
                     device: Any = "cpu") -> "Restorer":
     from .directory import import_official as _import
     return _import(config, unet_state, autoencoder_state, device)
+
+
+def import_diffir(config: Any, checkpoint: Any, device: Any = "cpu"):
+    """A DiffIR S2 restorer from its ``network_g`` config and official checkpoint."""
+    from .diffir import import_diffir as _import
+    return _import(config, checkpoint, device)
 
 
 def save(restorer: "Restorer", directory: Any):

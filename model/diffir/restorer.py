@@ -1,0 +1,132 @@
+"""The DiffIR S2 restorer: prior draw, IPR diffusion, DIRformer, padding and cropping.
+
+Official inference (``DiffIRS2`` in eval mode), which ``sample`` reproduces:
+
+1. reflect-pad the LQ (RGB in [0, 1]) on the right/bottom to ``input_multiple``;
+2. condition = CPEN_S2(padded LQ);
+3. one Gaussian draw x_T (B, 256), then T posterior-mean steps (``sampler.sample_ipr``);
+4. SR = DIRformer(padded LQ, IPR), cropped to scale x the unpadded size.
+
+The output is not clamped; ``restore`` clamps when converting to uint8.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from ..errors import InputImageError
+from ..restorer import pad_to_multiple
+from .config import IPR_WIDTH, DiffIRConfig
+from .network import DiffIRS2Net
+from .sampler import StepCallback, sample_ipr
+from .schedule import IPRSchedule
+
+Progress = Callable[[str, int, int], None]   # (stage, done, total)
+
+
+def to_unit_range(image: np.ndarray, device) -> torch.Tensor:
+    """HxWx3 uint8 -> 1x3xHxW float32 in [0, 1] (DiffIR's input range)."""
+    t = torch.tensor(image, device=device, dtype=torch.float32)
+    return t.permute(2, 0, 1).unsqueeze(0) / 255.0
+
+
+def unit_to_uint8(x: torch.Tensor) -> np.ndarray:
+    """1x3xHxW in [0, 1] -> HxWx3 uint8 (clamped, rounded)."""
+    x = x.detach().float().clamp(0.0, 1.0)[0]
+    return (x.permute(1, 2, 0) * 255.0).round().to(torch.uint8).cpu().numpy()
+
+
+class DiffIRRestorer:
+    """One loaded DiffIR S2 model. Build with ``model.import_diffir``."""
+
+    family = "diffir"
+
+    def __init__(self, config: DiffIRConfig, network: DiffIRS2Net, schedule: IPRSchedule,
+                 device: str | torch.device = "cpu"):
+        self.config = config
+        self.device = torch.device(device)
+        self.network = network.to(self.device).eval()
+        self.schedule = schedule
+        self.scale = config.scale
+        self.input_multiple = config.input_multiple
+        self.provenance: dict[str, str] = {}
+
+    @property
+    def steps(self) -> int:
+        return self.schedule.num_steps
+
+    def prior_shape(self, batch: int) -> tuple[int, int]:
+        return (batch, IPR_WIDTH)
+
+    def draw_prior(self, batch: int, generator: Optional[torch.Generator] = None
+                   ) -> torch.Tensor:
+        """x_T (B, 256) ~ N(0, I), drawn on the CPU so a seed means the same on any device."""
+        return torch.randn(self.prior_shape(batch), generator=generator).to(self.device)
+
+    # -- pieces --------------------------------------------------------------------
+    @torch.no_grad()
+    def condition(self, lq: torch.Tensor) -> torch.Tensor:
+        """CPEN_S2 output (B, 256) for a padded LQ (B, 3, H, W) in [0, 1]."""
+        return self.network.condition(lq.to(self.device, torch.float32))
+
+    @torch.no_grad()
+    def sample_ipr(self, lq: torch.Tensor, noise: torch.Tensor,
+                   return_trajectory: bool = False,
+                   callback: Optional[StepCallback] = None) -> torch.Tensor | list[torch.Tensor]:
+        """The IPR (B, 256) for a padded LQ, from the prior draw ``noise`` (B, 256)."""
+        cond = self.condition(lq)
+        return sample_ipr(self.network.denoise, cond, noise.to(self.device, torch.float32),
+                          self.schedule, callback=callback, return_trajectory=return_trajectory)
+
+    # -- sampling --------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, lq: torch.Tensor, noise: Optional[torch.Tensor] = None, *,
+               generator: Optional[torch.Generator] = None,
+               callback: Optional[StepCallback] = None) -> torch.Tensor:
+        """SR for LQ images (B, 3, h, w) in [0, 1], any size: (B, 3, s*h, s*w), unclamped.
+
+        noise: the prior draw x_T (B, 256); drawn from ``generator`` when None.
+        """
+        if lq.ndim != 4 or lq.shape[1] != 3:
+            raise InputImageError(f"expected a Bx3xHxW batch, got shape {tuple(lq.shape)}")
+        b, _, h, w = lq.shape
+        if noise is None:
+            noise = self.draw_prior(b, generator)
+        elif tuple(noise.shape) != self.prior_shape(b):
+            raise InputImageError(f"the prior draw must have shape {self.prior_shape(b)}, "
+                                  f"got {tuple(noise.shape)}")
+        padded = pad_to_multiple(lq.to(self.device, torch.float32), self.input_multiple)
+        ipr = self.sample_ipr(padded, noise, callback=callback)
+        out = self.network.G(padded, ipr)
+        return out[..., :h * self.scale, :w * self.scale]
+
+    @torch.no_grad()
+    def restore(self, image: np.ndarray, mask: Optional[np.ndarray] = None,
+                seed: Optional[int] = None, tile: Optional[int] = None,
+                progress: Optional[Progress] = None) -> np.ndarray:
+        """Restore an HxWx3 uint8 RGB image; returns (s*H)x(s*W)x3 uint8.
+
+        seed: seeds the prior draw (random when None). ``mask`` and ``tile`` exist for
+        the shared restorer interface: DiffIR is no inpainting model, and it restores
+        the whole image at once (tile must be None or 0).
+        """
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise InputImageError(f"expected an HxWx3 uint8 RGB array, got {image.dtype} "
+                                  f"{image.shape}")
+        if mask is not None:
+            raise InputImageError("this DiffIR super-resolution model takes no mask")
+        if tile not in (None, 0):
+            raise InputImageError("DiffIR models restore the whole image at once; tiling "
+                                  "is not supported (leave tile unset)")
+        generator = torch.Generator().manual_seed(
+            int(seed) if seed is not None else int(torch.seed() % 2**63))
+
+        def on_step(t: int, _x: torch.Tensor) -> None:
+            if progress is not None:
+                progress("denoise", self.steps - t, self.steps)
+        out = self.sample(to_unit_range(image, self.device), generator=generator,
+                          callback=on_step)
+        return unit_to_uint8(out)
