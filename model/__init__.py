@@ -17,13 +17,15 @@ from typing import TYPE_CHECKING, Any
 from .errors import CheckpointError, ConfigError, ImageTooLargeError, InputImageError, ModelError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .diffir import DiffIRRestorer
     from .restorer import Restorer
 
 __all__ = ["load", "import_official", "import_diffir", "save", "CheckpointError", "ConfigError",
            "ImageTooLargeError", "InputImageError", "ModelError"]
 
 
-def load(path: Any, device: Any = "cpu") -> "Restorer":
+def load(path: Any, device: Any = "cpu") -> "Restorer | DiffIRRestorer":
+    """A model directory of either family (model.json's ``family`` decides)."""
     from .directory import load as _load
     return _load(path, device)
 
@@ -40,6 +42,7 @@ def import_diffir(config: Any, checkpoint: Any, device: Any = "cpu"):
     return _import(config, checkpoint, device)
 
 
-def save(restorer: "Restorer", directory: Any):
+def save(restorer: "Restorer | DiffIRRestorer", directory: Any):
+    """Write a restorer of either family as a model directory."""
     from .directory import save as _save
     return _save(restorer, directory)

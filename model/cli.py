@@ -6,6 +6,8 @@ Examples::
     resshift restore inputs/ -o outputs/ --model models/realsr_v3 --seed 1 --tile 64
     resshift import-official --preset realsr_v3 --unet resshift_realsrx4_s4_v3.pth \\
         --autoencoder autoencoder_vq_f4.pth -o models/realsr_v3
+    resshift import-official --family diffir --config test_DiffIRS2_x4.yml \\
+        --weights net_g_latest.pth -o models/diffir_x4
     RESSHIFT_MODELS=sr=models/realsr_v3 resshift serve --port 8000
 """
 
@@ -130,10 +132,41 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def cmd_import_diffir(args: argparse.Namespace) -> int:
+    import model
+    from model.errors import ModelError
+
+    if args.config is None or args.weights is None:
+        log.error("--family diffir needs --config (DiffIR's test YAML, or a YAML holding "
+                  "its network_g section) and --weights (the .pth checkpoint)")
+        return 2
+    if args.preset or args.unet or args.autoencoder:
+        log.error("--preset, --unet and --autoencoder are for ResShift models; a DiffIR "
+                  "import takes --config and --weights")
+        return 2
+    try:
+        restorer = model.import_diffir(args.config, args.weights)
+    except ModelError as exc:
+        log.error("%s", exc)
+        return 2
+    restorer.name = Path(args.output).name
+    restorer.provenance["config_file"] = Path(args.config).name
+    path = model.save(restorer, args.output)
+    print(f"wrote {path} (DiffIR S2: task {restorer.task}, x{restorer.scale}, "
+          f"{restorer.steps} IPR step(s))")
+    return 0
+
+
 def cmd_import_official(args: argparse.Namespace) -> int:
     import model
     from model.errors import ModelError
 
+    if args.family == "diffir":
+        return cmd_import_diffir(args)
+    if args.unet is None or args.weights is not None:
+        log.error("a ResShift import takes --unet (the UNet checkpoint, .pth) and "
+                  "--autoencoder; --weights is for --family diffir")
+        return 2
     spec = args.preset or args.config
     if spec is None:
         log.error("give --preset NAME or --config official.yaml")
@@ -208,6 +241,80 @@ def add_serve_parser(sub) -> None:
     v.set_defaults(func=cmd_serve)
 
 
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from model.directory import BUNDLED
+    from model.errors import ModelError
+
+    if args.out is None and str(args.model_dir) in BUNDLED:
+        log.error("the bundled %r model lives inside the package; give --out DIR for its "
+                  "graphs", args.model_dir)
+        return 2
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        log.error("ONNX export needs onnx and onnxruntime (%s); install them with "
+                  "pip install 'resshift-service[onnx]'", exc)
+        return 2
+    from export.onnx import default_out_dir, export_model_dir
+
+    out = args.out or default_out_dir(args.model_dir)
+    tiles = args.tile or [64]
+
+    def report(done: int, total: int, rec: dict) -> None:
+        shape = "x".join(str(d) for d in rec["inputs"][0]["shape"])
+        print(f"[{done}/{total}] {rec['file']}: {rec['inputs'][0]['name']} {shape}, "
+              f"onnxruntime vs torch rel. error {rec['rel_err']:.1e} "
+              f"(export {rec['export_s']:.1f} s, check {rec['check_s']:.1f} s)", flush=True)
+    print(f"exporting {args.model_dir} to {out} (opset {args.opset}, tiles "
+          f"{', '.join(map(str, tiles))})", flush=True)
+    try:
+        result = export_model_dir(args.model_dir, out, tiles=tiles, opset=args.opset,
+                                  progress=report)
+    except ModelError as exc:
+        log.error("%s", exc)
+        return 2
+    print(f"wrote {len(result.paths)} graph(s) and manifest.json to {result.directory}")
+    return 0
+
+
+def cmd_export_tensorrt(args: argparse.Namespace) -> int:
+    log.error("TensorRT export is not available yet (issue 4: fp16 engines from the ONNX "
+              "graphs). Export ONNX graphs with `resshift export onnx %s`.", args.model_dir)
+    return 2
+
+
+def add_export_parser(sub) -> None:
+    e = sub.add_parser("export", help="export a model directory (ONNX graphs)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  resshift export onnx models/realsr_v3\n"
+                              "  resshift export onnx models/realsr_v3 --tile 64 128\n"
+                              "  resshift export onnx demo --out /tmp/demo-onnx")
+    kinds = e.add_subparsers(dest="export_kind", required=True)
+    o = kinds.add_parser(
+        "onnx", help="ONNX graphs (UNet per tile size, VQGAN encoder and decoder), each "
+                     "checked against torch with onnxruntime",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Writes MODEL_DIR/onnx/ (or --out): unet_t<N>.onnx per latent tile size N\n"
+               "(dynamic batch), vae_encoder.onnx and vae_decoder.onnx for latent models\n"
+               "(dynamic batch and size), and manifest.json. Each graph must match the\n"
+               "float32 torch model to a relative error below 1e-4 or the export fails.\n\n"
+               "examples:\n  resshift export onnx models/realsr_v3\n"
+               "  resshift export onnx models/realsr_v3 --tile 64 128 --opset 18\n"
+               "  resshift export onnx demo --out /tmp/demo-onnx")
+    o.add_argument("model_dir", help="model directory (or a bundled name such as demo)")
+    o.add_argument("--tile", type=int, nargs="+", action="extend", default=None, metavar="N",
+                   help="latent tile side(s) to export a UNet graph for, multiples of the "
+                        "model's window unit (default 64)")
+    o.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 to 20 (default 17)")
+    o.add_argument("--out", help="output folder (default MODEL_DIR/onnx)")
+    o.set_defaults(func=cmd_export_onnx)
+    t = kinds.add_parser("tensorrt", help="fp16 TensorRT engines (not available yet)")
+    t.add_argument("model_dir", help="model directory")
+    t.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    t.set_defaults(func=cmd_export_tensorrt)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from model.presets import PRESET_NAMES
 
@@ -240,17 +347,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("import-official", help="turn official .pth checkpoints into a model dir",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="example:\n  resshift import-official --preset realsr_v3 "
+                       epilog="examples:\n  resshift import-official --preset realsr_v3 "
                               "--unet resshift_realsrx4_s4_v3.pth \\\n"
-                              "      --autoencoder autoencoder_vq_f4.pth -o models/realsr_v3")
+                              "      --autoencoder autoencoder_vq_f4.pth -o models/realsr_v3\n"
+                              "  resshift import-official --family diffir --config "
+                              "test_DiffIRS2_x4.yml \\\n"
+                              "      --weights net_g_latest.pth -o models/diffir_x4")
+    i.add_argument("--family", choices=["resshift", "diffir"], default="resshift",
+                   help="model family (default resshift); diffir: a DiffIR S2 checkpoint")
     src = i.add_mutually_exclusive_group()
     src.add_argument("--preset", choices=PRESET_NAMES, help="a released checkpoint's preset")
-    src.add_argument("--config", help="official YAML of a model trained with the official code")
-    i.add_argument("--unet", required=True, help="UNet checkpoint (.pth)")
-    i.add_argument("--autoencoder", help="autoencoder checkpoint (.pth)")
+    src.add_argument("--config", help="official YAML of a model trained with the official "
+                                      "code (diffir: the test YAML with network_g, or a "
+                                      "YAML holding just network_g)")
+    i.add_argument("--unet", help="UNet checkpoint (.pth; resshift, required)")
+    i.add_argument("--autoencoder", help="autoencoder checkpoint (.pth; resshift)")
+    i.add_argument("--weights", help="DiffIR S2 checkpoint (.pth, weights under params_ema "
+                                     "or params; diffir, required)")
     i.add_argument("-o", "--output", required=True, help="model directory to write")
     i.set_defaults(func=cmd_import_official)
     add_serve_parser(sub)
+    add_export_parser(sub)
 
     from model.training.cli import add_eval_parser, add_train_parser
     add_train_parser(sub)

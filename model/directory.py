@@ -1,6 +1,10 @@
 """Model directories (model.json + unet.safetensors [+ autoencoder.safetensors]) and
 building restorers from configs and checkpoints.
 
+model.json's ``family`` picks the implementation: ``resshift`` (this module) or
+``diffir`` (``model.diffir.directory``: model.json + diffir.safetensors). ``load`` and
+``save`` take either.
+
 A model directory is the unit everything else deals in: ``resshift import-official``
 and ``resshift train`` write one, ``model.load`` reads one. Exports go beside it
 (``onnx/``, ``tensorrt/...``), never over it.
@@ -11,7 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import torch
 
@@ -70,27 +74,40 @@ def resolve_model_dir(path: str | Path) -> Path:
     return Path(path)
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> Restorer:
-    """Load a model directory (or a bundled model by name, e.g. ``"demo"``)."""
+def load(path: str | Path, device: str | torch.device = "cpu") -> Any:
+    """Load a model directory (or a bundled model by name, e.g. ``"demo"``).
+
+    Returns a ``Restorer`` (family resshift) or a ``DiffIRRestorer`` (family diffir).
+    """
     directory = resolve_model_dir(path)
     meta = directory / MODEL_JSON
     if not meta.is_file():
         hint = " (the bundled demo model is not built yet)" if str(path) in BUNDLED else ""
         raise ConfigError(f"{directory} is not a model directory: no {MODEL_JSON}{hint}")
     try:
-        config = ModelConfig.from_dict(json.loads(meta.read_text()))
+        data = json.loads(meta.read_text())
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{meta} is not valid JSON: {exc}") from exc
-    if config.family != "resshift":
-        raise ConfigError(f"{directory} holds a {config.family!r} model; this loader "
-                          "handles 'resshift'")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{meta} does not hold a JSON object")
+    family = data.get("family", "resshift")
+    if family == "diffir":
+        from .diffir import directory as diffir_dir
+        return diffir_dir.load(directory, data, device)
+    if family != "resshift":
+        raise ConfigError(f"{directory} holds a {family!r} model; known families are "
+                          "'resshift' and 'diffir'")
+    config = ModelConfig.from_dict(data)
     ae_path = directory / AUTOENCODER_FILE if config.autoencoder else None
     return _restorer(config, directory / UNET_FILE, ae_path, device)
 
 
-def save(restorer: Restorer, directory: str | Path) -> Path:
-    """Write ``restorer`` as a model directory; returns its path."""
+def save(restorer: Any, directory: str | Path) -> Path:
+    """Write ``restorer`` (either family) as a model directory; returns its path."""
     directory = Path(directory)
+    if getattr(restorer, "family", "resshift") == "diffir":
+        from .diffir import directory as diffir_dir
+        return diffir_dir.save(restorer, directory, MODEL_JSON)
     directory.mkdir(parents=True, exist_ok=True)
     config = restorer.config
     config.provenance.setdefault("written", _dt.datetime.now(_dt.timezone.utc).isoformat(

@@ -105,6 +105,23 @@ class Restorer:
     def steps(self) -> int:
         return self.config.steps
 
+    # What every model family answers (the service describes models with these).
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def task(self) -> str:
+        return self.config.task
+
+    @property
+    def needs_mask(self) -> bool:
+        return self.config.needs_mask
+
+    @property
+    def input_multiple(self) -> int:
+        return self.config.input_multiple
+
     def denoiser(self) -> Denoiser:
         """The UNet as the sampler's denoiser callable, always returning x0.
 

@@ -241,3 +241,25 @@ class TiledJob:
         while not self.done:
             self.complete_step(run_tiles(self.restorer, self.pending_tiles()))
         return self.finish()
+
+
+# -- either family ------------------------------------------------------------------------
+def make_job(restorer, image: np.ndarray, mask: Optional[np.ndarray] = None,
+             seed: Optional[int] = None, tile: Optional[int] = None):
+    """A step-by-step job for a model of either family, with one protocol (``encode``,
+    ``pending_tiles``, ``complete_step``, ``finish``; ``done``, ``seed``,
+    ``tiles_per_step``): ``TiledJob`` for ResShift, ``model.diffir.stepper.DiffIRJob``
+    for DiffIR. ``tile`` means what the family's ``restore`` takes (latent pixels for
+    ResShift, LQ pixels for DiffIR)."""
+    if restorer.family == "diffir":
+        from .diffir.stepper import DiffIRJob
+        return DiffIRJob(restorer, image, mask=mask, seed=seed, tile=tile)
+    return TiledJob(restorer, image, mask=mask, seed=seed, tile=tile)
+
+
+def run_batch(restorer, work: Sequence) -> list[torch.Tensor]:
+    """Run one batch of same-key work items of ``restorer``'s family (see ``make_job``)."""
+    if restorer.family == "diffir":
+        from .diffir.stepper import run_tiles as run_diffir
+        return run_diffir(restorer, work)
+    return run_tiles(restorer, work)

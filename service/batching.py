@@ -15,8 +15,9 @@ Policy, in order:
 4. Otherwise the group of the oldest tile runs when that tile has waited ``max_wait``
    or when ``max_batch`` tiles are queued in all; until then the worker waits.
 
-Tiles only batch with tiles of the same key (model and tile shapes); within a key they
-run oldest first, whatever request or timestep they belong to. With ``max_batch = 1``
+Tiles only batch with tiles of the same key (model family, task and tile shapes: a
+DiffIR image never shares a batch with ResShift tiles); within a key they run oldest
+first, whatever request or timestep they belong to. With ``max_batch = 1``
 the policy degenerates to one request at a time, first come first served.
 """
 

@@ -80,7 +80,8 @@ class ModelOut(BaseModel):
     scale: int
     steps: int
     needs_mask: bool
-    latent_tile: Optional[int] = Field(description="latent tile side; null = untiled")
+    latent_tile: Optional[int] = Field(description="ResShift latent tile side; null = "
+                                       "untiled, and for DiffIR models")
     input_multiple: int
     backend: str
     precision: str

@@ -6,6 +6,7 @@ the service reads the environment. Tests build their own (``Settings(models=...)
 Lists and maps are written the way people type them in a shell::
 
     RESSHIFT_MODELS=sr=models/realsr_v3,inpaint=models/inpaint_imagenet
+    RESSHIFT_MODELS=sr=models/realsr_v3,sr-diffir=models/diffir_x4   # both families
     RESSHIFT_API_KEYS=key-one,key-two
     RESSHIFT_DEVICES=cuda:0,cuda:1
 """
@@ -30,14 +31,16 @@ class Settings(BaseSettings):
     # -- what is served --------------------------------------------------------------
     models: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=lambda: {"sr": "demo"},
-        description="task=model directory pairs; 'demo' is the bundled model")
+        description="task=model directory pairs, of either family (model.json says "
+        "resshift or diffir; task names are free, e.g. sr-diffir); 'demo' is the bundled model")
     devices: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["cpu"], description="one worker thread per device")
     torch_threads: Optional[int] = Field(
         default=None, ge=1, description="intra-op CPU threads per worker (default: torch's)")
     tile: Optional[int] = Field(
-        default=None, ge=0, description="latent tile side (multiple of the model's unit); "
-        "None = the model default (64), 0 = never tile (no cross-size batching)")
+        default=None, ge=0, description="ResShift latent tile side (multiple of the model's "
+        "unit); None = the model default (64), 0 = never tile (no cross-size batching). "
+        "DiffIR models run whole up to 256x256 LQ pixels and tile beyond")
     face_size: int = Field(default=512, ge=8, description="side the face task requires")
 
     # -- batching and backpressure ---------------------------------------------------

@@ -3,9 +3,16 @@
 It loads every served model, runs one warm-up batch per model, then loops: take new
 items from the inbox, drop those canceled or past their deadline (their tiles leave the
 queue), and do what ``service.batching.next_action`` says: decode a finished request,
-encode a new one (``model.stepper.TiledJob``), or run the UNet on a batch of same-shape
-latent tiles gathered across requests (``model.stepper.run_tiles``; tiles may be at
-different timesteps). An error fails the requests it touched, never the worker.
+encode a new one (``model.stepper.make_job``), or run the network on a batch of
+same-key work gathered across requests (``model.stepper.run_batch``). An error fails
+the requests it touched, never the worker.
+
+Both model families step the same way. ResShift: latent tiles, one UNet call per tile
+and step, tiles of different requests and timesteps mixing. DiffIR: the prior draw,
+CPEN and the 4-step IPR loop run per request in "encode"; the batched work is the
+DIRformer over each image (or each of its tiles, for large images), in "denoise";
+blending and cropping are "decode". The batch key is (family, task, shapes), so work of
+different families or models never shares a batch.
 
 The model layer is imported lazily (in the thread), so importing this module is cheap.
 """
@@ -38,7 +45,7 @@ class _Active:
     """A work item the worker has taken in, with its model-layer state."""
 
     item: WorkItem
-    job: Any = None                         # model.stepper.TiledJob once encoding starts
+    job: Any = None                         # TiledJob / DiffIRJob once encoding starts
     preds: list = field(default_factory=list)   # this step's predictions, by tile index
 
     @property
@@ -48,11 +55,11 @@ class _Active:
 
 @dataclass
 class _Queued:
-    """A latent tile waiting for the UNet."""
+    """A work item (latent tile, DiffIR image or tile) waiting for the network."""
 
     owner: _Active
     index: int                              # position in its job's pending_tiles()
-    work: Any                               # model.stepper.TileWork
+    work: Any                               # model.stepper.TileWork / DiffIRWork
     view: batching.QueuedTile
 
 
@@ -120,24 +127,27 @@ class Worker(threading.Thread):
         import torch
 
         import model
-        from model.stepper import TiledJob, run_tiles
-        self._tiled_job, self._run_tiles = TiledJob, run_tiles
+        from model.stepper import make_job, run_batch
+        self._make_job, self._run_batch_fn = make_job, run_batch
         if self.settings.torch_threads:
             # Per thread under OpenMP: it must be set here, in the worker's own thread.
             torch.set_num_threads(self.settings.torch_threads)
         self.state = "loading"
         for task, path in self.settings.models.items():
             restorer = model.load(path, device=self.device)
-            tiles = restorer.tile_options(self.settings.tile)
-            cfg = restorer.config
-            name = cfg.name if cfg.name not in ("", "custom") else Path(str(path)).name
+            latent_tile = None
+            if restorer.family == "resshift":
+                tiles = restorer.tile_options(self.settings.tile)
+                latent_tile = tiles.latent_tile if tiles else None
+            net = restorer.unet if restorer.family == "resshift" else restorer.network
+            name = restorer.name if restorer.name not in ("", "custom") else Path(str(path)).name
             self._restorers[task] = restorer
             self.served[task] = ServedModel(
-                task=task, name=name, family=restorer.family, kind=cfg.task,
-                scale=restorer.scale, steps=cfg.steps, needs_mask=cfg.needs_mask,
-                latent_tile=tiles.latent_tile if tiles else None,
-                input_multiple=cfg.input_multiple, backend="torch",
-                precision=str(next(restorer.unet.parameters()).dtype).replace("torch.", ""))
+                task=task, name=name, family=restorer.family, kind=restorer.task,
+                scale=restorer.scale, steps=restorer.steps, needs_mask=restorer.needs_mask,
+                latent_tile=latent_tile, input_multiple=restorer.input_multiple,
+                backend="torch",
+                precision=str(next(net.parameters()).dtype).replace("torch.", ""))
             self.metrics.model_info.labels(task, name, "torch",
                                            self.served[task].precision).set(1)
 
@@ -150,7 +160,14 @@ class Worker(threading.Thread):
                     else max(16, self.settings.min_side))
             image = np.full((side, side, 3), 128, np.uint8)
             mask = np.zeros((side, side), bool) if self.served[task].needs_mask else None
-            self._tiled_job(restorer, image, mask=mask, seed=0, tile=self.settings.tile).run()
+            self._job(task, image, mask, seed=0).run()
+
+    def _job(self, task: str, image: np.ndarray, mask: Optional[np.ndarray], seed: int):
+        """A step-by-step job for ``task``'s model. RESSHIFT_TILE is a ResShift latent
+        tile; DiffIR models use their own policy (whole up to a size, tiles beyond)."""
+        restorer = self._restorers[task]
+        tile = self.settings.tile if restorer.family == "resshift" else None
+        return self._make_job(restorer, image, mask=mask, seed=seed, tile=tile)
 
     def _serve(self) -> None:
         s = self.settings
@@ -198,8 +215,7 @@ class Worker(threading.Thread):
         item.timings["queue"] = start - item.admitted
         self.metrics.queue_wait.labels(req.task).observe(item.timings["queue"])
         try:
-            active.job = self._tiled_job(self._restorers[req.task], req.pixels, mask=req.mask,
-                                         seed=req.seed, tile=self.settings.tile)
+            active.job = self._job(req.task, req.pixels, req.mask, req.seed)
             active.job.encode()
         except Exception as exc:
             self._fail(active, exc)
@@ -214,8 +230,9 @@ class Worker(threading.Thread):
         now = time.monotonic()
         work = active.job.pending_tiles()
         active.preds = [None] * len(work)
+        family = self._restorers[active.task].family
         for k, w in enumerate(work):
-            view = batching.QueuedTile(key=(active.task, w.key), enqueued=now)
+            view = batching.QueuedTile(key=(family, active.task, w.key), enqueued=now)
             self._queue.append(_Queued(active, k, w, view))
 
     def _run_batch(self, indices: tuple[int, ...]) -> None:
@@ -226,9 +243,9 @@ class Worker(threading.Thread):
         task = batch[0].owner.task
         start = time.monotonic()
         try:
-            preds = self._run_tiles(self._restorers[task], [q.work for q in batch])
+            preds = self._run_batch_fn(self._restorers[task], [q.work for q in batch])
         except Exception as exc:
-            log.exception("UNet batch of %d tiles failed", len(batch))
+            log.exception("batch of %d work items (task %s) failed", len(batch), task)
             for owner in owners:
                 self._fail(owner, exc)
             return
@@ -287,6 +304,7 @@ class Worker(threading.Thread):
                 holder.remove(active)
         if active in self._stepping:
             self._stepping.remove(active)
+        self._report_depth()        # before the caller hears of it: /metrics is current then
         active.item.fail(error)
 
     def _fail_all(self, error: ServiceError) -> None:

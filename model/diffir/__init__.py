@@ -7,7 +7,10 @@ by CPEN_S2, then the DIRformer restorer modulated by that IPR. Pieces:
 - ``schedule`` / ``sampler``: the IPR diffusion as pure functions;
 - ``dirformer`` / ``prior`` / ``network``: the networks, official key names;
 - ``checkpoint``: official state dicts (duplicate keys, schedule buffers);
-- ``restorer``: ``DiffIRRestorer.sample`` / ``restore``; ``importer.import_diffir``.
+- ``restorer``: ``DiffIRRestorer.sample`` / ``restore``; ``importer.import_diffir``;
+- ``tiling``: whole-image limit, tiles and blending for large inputs (one IPR per image);
+- ``stepper``: ``DiffIRJob``, one request cut open for the service's batching;
+- ``directory``: model directories (model.json ``"family": "diffir"`` + safetensors).
 """
 
 from __future__ import annotations

@@ -65,6 +65,16 @@ class DiffIRConfig:
         """Pixel-unshuffle factor applied to the LQ before the transformer and CPEN."""
         return 4 // self.scale
 
+    @property
+    def task(self) -> str:
+        """What the model does, in the service's words: "sr" (x2, x4) or "restore" (x1)."""
+        return "sr" if self.scale > 1 else "restore"
+
+    @property
+    def needs_mask(self) -> bool:
+        """DiffIR S2 takes no mask (asked of every model config by the CLI and service)."""
+        return False
+
     def to_official(self) -> dict[str, Any]:
         """The ``network_g`` mapping (``type: DiffIRS2``) that builds this network."""
         out = asdict(self)

@@ -7,7 +7,9 @@ Official inference (``DiffIRS2`` in eval mode), which ``sample`` reproduces:
 3. one Gaussian draw x_T (B, 256), then T posterior-mean steps (``sampler.sample_ipr``);
 4. SR = DIRformer(padded LQ, IPR), cropped to scale x the unpadded size.
 
-The output is not clamped; ``restore`` clamps when converting to uint8.
+The output is not clamped; ``restore`` clamps when converting to uint8. Large inputs
+run the DIRformer on blended tiles with one prior draw and one IPR per image
+(``model.diffir.tiling``); ``sample`` does so only when given a tiling policy.
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ import torch
 
 from ..errors import InputImageError
 from ..restorer import pad_to_multiple
+from ..tiling import TilePlan
 from .config import IPR_WIDTH, DiffIRConfig
 from .network import DiffIRS2Net
 from .sampler import StepCallback, sample_ipr
 from .schedule import IPRSchedule
+from .tiling import (DiffIRTiling, blend_tiles, condition_halo, crop_tiles, tiled_condition,
+                     tiling_for, whole)
 
 Progress = Callable[[str, int, int], None]   # (stage, done, total)
 
@@ -40,7 +45,11 @@ def unit_to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 class DiffIRRestorer:
-    """One loaded DiffIR S2 model. Build with ``model.import_diffir``."""
+    """One loaded DiffIR S2 model. Build with ``model.import_diffir`` or ``model.load``.
+
+    ``name``, ``description``, ``provenance`` and ``metrics`` are the model directory's
+    descriptive fields (model.json); the network's arguments are ``config``.
+    """
 
     family = "diffir"
 
@@ -52,11 +61,29 @@ class DiffIRRestorer:
         self.schedule = schedule
         self.scale = config.scale
         self.input_multiple = config.input_multiple
-        self.provenance: dict[str, str] = {}
+        self.name = "custom"
+        self.description = ""
+        self.provenance: dict = {}
+        self.metrics: dict = {}
 
     @property
     def steps(self) -> int:
         return self.schedule.num_steps
+
+    @property
+    def task(self) -> str:
+        return self.config.task
+
+    @property
+    def needs_mask(self) -> bool:
+        return False
+
+    def plan(self, height: int, width: int, tiles: Optional[DiffIRTiling]) -> TilePlan:
+        """Tile plan of a padded LQ (height, width multiples of ``input_multiple``);
+        ``tiles`` None: one box, the whole image."""
+        if tiles is None:
+            return whole(height, width)
+        return tiles.plan(height, width, self.input_multiple)
 
     def prior_shape(self, batch: int) -> tuple[int, int]:
         return (batch, IPR_WIDTH)
@@ -68,16 +95,25 @@ class DiffIRRestorer:
 
     # -- pieces --------------------------------------------------------------------
     @torch.no_grad()
-    def condition(self, lq: torch.Tensor) -> torch.Tensor:
-        """CPEN_S2 output (B, 256) for a padded LQ (B, 3, H, W) in [0, 1]."""
-        return self.network.condition(lq.to(self.device, torch.float32))
+    def condition(self, lq: torch.Tensor, plan: Optional[TilePlan] = None) -> torch.Tensor:
+        """CPEN_S2 output (B, 256) for a padded LQ (B, 3, H, W) in [0, 1].
+
+        With a multi-tile ``plan`` it runs tile by tile (same features, bounded memory).
+        """
+        lq = lq.to(self.device, torch.float32)
+        if plan is None or plan.single:
+            return self.network.condition(lq)
+        halo = condition_halo(self.config.n_encoder_res)
+        return torch.cat([tiled_condition(self.network.condition, lq[i:i + 1], plan, halo)
+                          for i in range(lq.shape[0])])
 
     @torch.no_grad()
     def sample_ipr(self, lq: torch.Tensor, noise: torch.Tensor,
                    return_trajectory: bool = False,
-                   callback: Optional[StepCallback] = None) -> torch.Tensor | list[torch.Tensor]:
+                   callback: Optional[StepCallback] = None,
+                   plan: Optional[TilePlan] = None) -> torch.Tensor | list[torch.Tensor]:
         """The IPR (B, 256) for a padded LQ, from the prior draw ``noise`` (B, 256)."""
-        cond = self.condition(lq)
+        cond = self.condition(lq, plan)
         return sample_ipr(self.network.denoise, cond, noise.to(self.device, torch.float32),
                           self.schedule, callback=callback, return_trajectory=return_trajectory)
 
@@ -85,10 +121,14 @@ class DiffIRRestorer:
     @torch.no_grad()
     def sample(self, lq: torch.Tensor, noise: Optional[torch.Tensor] = None, *,
                generator: Optional[torch.Generator] = None,
-               callback: Optional[StepCallback] = None) -> torch.Tensor:
+               callback: Optional[StepCallback] = None,
+               tiles: Optional[DiffIRTiling] = None,
+               progress: Optional[Progress] = None) -> torch.Tensor:
         """SR for LQ images (B, 3, h, w) in [0, 1], any size: (B, 3, s*h, s*w), unclamped.
 
         noise: the prior draw x_T (B, 256); drawn from ``generator`` when None.
+        tiles: None runs whole (the official forward); a policy tiles large inputs,
+        with each image's one IPR modulating all of its tiles.
         """
         if lq.ndim != 4 or lq.shape[1] != 3:
             raise InputImageError(f"expected a Bx3xHxW batch, got shape {tuple(lq.shape)}")
@@ -99,9 +139,24 @@ class DiffIRRestorer:
             raise InputImageError(f"the prior draw must have shape {self.prior_shape(b)}, "
                                   f"got {tuple(noise.shape)}")
         padded = pad_to_multiple(lq.to(self.device, torch.float32), self.input_multiple)
-        ipr = self.sample_ipr(padded, noise, callback=callback)
-        out = self.network.G(padded, ipr)
+        plan = self.plan(padded.shape[-2], padded.shape[-1], tiles)
+        ipr = self.sample_ipr(padded, noise, callback=callback, plan=plan)
+        if plan.single:
+            out = self.network.G(padded, ipr)
+        else:
+            out = torch.cat([self._tiled(padded[i:i + 1], ipr[i:i + 1], plan, tiles.overlap,
+                                         progress) for i in range(b)])
         return out[..., :h * self.scale, :w * self.scale]
+
+    def _tiled(self, lq: torch.Tensor, ipr: torch.Tensor, plan: TilePlan, overlap: int,
+               progress: Optional[Progress]) -> torch.Tensor:
+        """The DIRformer over one padded image's tiles (one at a time), blended."""
+        outputs = []
+        for i, crop in enumerate(crop_tiles(lq, plan)):
+            outputs.append(self.network.G(crop, ipr))
+            if progress is not None:
+                progress("tiles", i + 1, len(plan.boxes))
+        return blend_tiles(outputs, plan, self.scale, overlap)
 
     @torch.no_grad()
     def restore(self, image: np.ndarray, mask: Optional[np.ndarray] = None,
@@ -109,18 +164,18 @@ class DiffIRRestorer:
                 progress: Optional[Progress] = None) -> np.ndarray:
         """Restore an HxWx3 uint8 RGB image; returns (s*H)x(s*W)x3 uint8.
 
-        seed: seeds the prior draw (random when None). ``mask`` and ``tile`` exist for
-        the shared restorer interface: DiffIR is no inpainting model, and it restores
-        the whole image at once (tile must be None or 0).
+        seed: seeds the ONE prior draw of the image (random when None), used for every
+        tile. tile (LQ pixels): None = whole up to 256x256 padded LQ pixels, tiles of
+        256 beyond (``DiffIRTiling``); 0 = always whole; N = tiles of N (a multiple of
+        ``input_multiple``). ``mask`` exists for the shared restorer interface: DiffIR
+        is no inpainting model.
         """
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise InputImageError(f"expected an HxWx3 uint8 RGB array, got {image.dtype} "
                                   f"{image.shape}")
         if mask is not None:
             raise InputImageError("this DiffIR super-resolution model takes no mask")
-        if tile not in (None, 0):
-            raise InputImageError("DiffIR models restore the whole image at once; tiling "
-                                  "is not supported (leave tile unset)")
+        tiles = tiling_for(tile, self.input_multiple)
         generator = torch.Generator().manual_seed(
             int(seed) if seed is not None else int(torch.seed() % 2**63))
 
@@ -128,5 +183,5 @@ class DiffIRRestorer:
             if progress is not None:
                 progress("denoise", self.steps - t, self.steps)
         out = self.sample(to_unit_range(image, self.device), generator=generator,
-                          callback=on_step)
+                          callback=on_step, tiles=tiles, progress=progress)
         return unit_to_uint8(out)

@@ -1,0 +1,36 @@
+"""Fixtures for export tests: ONNX graphs of the small reference model and the demo,
+exported once per session into temporary folders."""
+
+from __future__ import annotations
+
+import pytest
+
+import model
+from model.directory import BUNDLED
+
+
+@pytest.fixture(scope="session")
+def small_model_dir(small_restorer, tmp_path_factory):
+    """The small reference model written as a model directory."""
+    return model.save(small_restorer, tmp_path_factory.mktemp("models") / "small")
+
+
+@pytest.fixture(scope="session")
+def small_onnx(small_model_dir):
+    """``export_model_dir`` of the small model into its default MODEL_DIR/onnx."""
+    from export.onnx import export_model_dir
+    return export_model_dir(small_model_dir, tiles=[64])
+
+
+@pytest.fixture(scope="session")
+def demo_restorer():
+    if not (BUNDLED["demo"] / "model.json").is_file():
+        pytest.skip("the bundled demo model is not built")
+    return model.load("demo")
+
+
+@pytest.fixture(scope="session")
+def demo_onnx(demo_restorer, tmp_path_factory):
+    """The demo's UNet graph (pixel space: no VAE graphs), exported beside a copy."""
+    from export.onnx import export_onnx
+    return export_onnx(demo_restorer, tmp_path_factory.mktemp("demo") / "onnx", tiles=[64])
