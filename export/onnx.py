@@ -5,7 +5,8 @@
 
 Writes ``unet_t{N}.onnx`` per latent tile size ``N`` and, for latent models,
 ``vae_encoder.onnx`` and ``vae_decoder.onnx``, plus ``manifest.json`` (see
-``export.manifest``). Contracts of the graphs: ``export.graphs``.
+``export.manifest``). Contracts of the graphs: ``export.graphs``. A DiffIR model
+directory writes one spatially dynamic ``diffir_s2.onnx`` instead (``export.diffir_graph``).
 
 Exporter: ``torch.onnx.export(..., dynamo=False)`` (the TorchScript tracer). With torch
 2.13 the dynamo exporter fails on the Swin window attention (decomposing the reshape
@@ -153,7 +154,11 @@ def export_onnx(restorer, directory: str | Path, tiles: Sequence[int] = (64,),
     """Export every graph of ``restorer`` (a ``model.restorer.Restorer``) into
     ``directory`` and write its manifest.json. ``tiles``: latent tile sides, positive
     multiples of ``restorer.latent_unit``. ``progress(done, total, record)`` is called
-    after each checked graph."""
+    after each checked graph. A DiffIR restorer (``family == "diffir"``) exports its one
+    dynamic graph instead (``export.diffir_onnx``; ``tiles``: at most one LQ size)."""
+    if getattr(restorer, "family", "resshift") == "diffir":
+        from .diffir_onnx import export_diffir
+        return export_diffir(restorer, directory, tiles, opset, tolerance, seed, progress)
     if not MIN_OPSET <= int(opset) <= MAX_OPSET:
         raise ExportError(f"opset {opset} is not supported: use {MIN_OPSET} to {MAX_OPSET}")
     for module in (restorer.unet, restorer.autoencoder):
