@@ -23,3 +23,9 @@ class ExportCheckError(ExportError):
         inputs = ", ".join(f"{k}{list(v)}" for k, v in self.shapes.items())
         super().__init__(f"{graph}: onnxruntime output differs from the torch model: relative "
                          f"error {rel_err:.3e} >= tolerance {tolerance:.0e} (inputs {inputs})")
+
+
+class BackendUnavailable(ExportError):
+    """A runtime backend cannot run here: a package, a GPU or an implemented step is
+    missing. The message says what is missing and what to install; the CLI prints it
+    as one line and exits 2."""

@@ -96,15 +96,19 @@ def _uniform(shape, generator) -> torch.Tensor:
     return torch.rand(shape, generator=generator) * 2 - 1
 
 
-def unet_graph(unet: nn.Module, tile: int, unit: int, max_t: int = 15) -> GraphSpec:
-    """The UNet at latent tile ``tile`` (a multiple of ``unit``), dynamic batch.
+def unet_graph(unet: nn.Module, tile: int, unit: int, max_t: int = 15,
+               width: Optional[int] = None) -> GraphSpec:
+    """The UNet at latent tile ``tile`` x ``width`` (default square; multiples of
+    ``unit``), dynamic batch. Non-square graphs are named ``unet_t{tile}x{width}``.
 
     Random inputs: x ~ N(0, 1), t uniform in [0, max_t], lq uniform in [-1, 1],
     mask in {-1, 1}.
     """
-    if tile <= 0 or tile % unit:
-        raise ExportError(f"UNet tile {tile} is not a positive multiple of {unit} (the Swin "
-                          f"window at the coarsest level)")
+    width = tile if width is None else int(width)
+    for side in (tile, width):
+        if side <= 0 or side % unit:
+            raise ExportError(f"UNet tile {side} is not a positive multiple of {unit} (the "
+                              f"Swin window at the coarsest level)")
     with_mask = bool(getattr(unet, "cond_mask", False))
     cond_lq = bool(getattr(unet, "cond_lq", True))
     if not cond_lq:
@@ -113,20 +117,21 @@ def unet_graph(unet: nn.Module, tile: int, unit: int, max_t: int = 15) -> GraphS
     names = ["x", "t", "lq"] + (["mask"] if with_mask else [])
 
     def sample(batch: int, gen: torch.Generator, alt: bool = False) -> Inputs:
-        n = tile
-        out = {"x": torch.randn((batch, unet.in_channels, n, n), generator=gen),
+        h, w = tile, width
+        out = {"x": torch.randn((batch, unet.in_channels, h, w), generator=gen),
                "t": torch.randint(0, max_t + 1, (batch,), generator=gen, dtype=torch.int64),
-               "lq": _uniform((batch, 3, s * n, s * n), gen)}
+               "lq": _uniform((batch, 3, s * h, s * w), gen)}
         if with_mask:
-            out["mask"] = torch.where(torch.rand((batch, 1, s * n, s * n), generator=gen) > 0.5,
+            out["mask"] = torch.where(torch.rand((batch, 1, s * h, s * w), generator=gen) > 0.5,
                                       1.0, -1.0)
         return out
 
     return GraphSpec(
-        name=f"unet_t{tile}", kind="unet", module=_UNetGraph(unet, with_mask).eval(),
-        input_names=names, output_names=["x0"],
-        dynamic_axes={k: {0: "batch"} for k in names + ["x0"]},
-        sample=sample, info={"tile": tile, "lq_tile": s * tile})
+        name=f"unet_t{tile}" if width == tile else f"unet_t{tile}x{width}", kind="unet",
+        module=_UNetGraph(unet, with_mask).eval(), input_names=names, output_names=["x0"],
+        dynamic_axes={k: {0: "batch"} for k in names + ["x0"]}, sample=sample,
+        info={"tile": tile, "lq_tile": s * tile,
+              **({} if width == tile else {"tile_w": width, "lq_tile_w": s * width})})
 
 
 def encoder_graph(autoencoder: nn.Module, latent_size: int) -> GraphSpec:

@@ -102,6 +102,16 @@ def cmd_restore(args: argparse.Namespace) -> int:
         log.error("the %r model needs --mask (a mask file, or a folder of masks named like "
                   "the inputs; white = area to fill)", task)
         return 2
+    from export.backends import create_backend
+    from export.errors import BackendUnavailable
+    try:
+        backend = create_backend(args.backend, restorer, model_dir=args.model, tile=args.tile)
+    except BackendUnavailable as exc:
+        log.error("backend %s: %s", args.backend, exc)
+        return 2
+    if backend.name != "torch":
+        restorer = restorer.using(backend)
+    print(f"backend: {backend.describe()}", flush=True)
     out = Path(args.output)
     single = len(jobs) == 1 and not Path(args.inputs[0]).is_dir()
     failures: list[tuple[Path, str]] = []
@@ -340,6 +350,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tile", type=int, default=None,
                    help="latent tile side, a multiple of 64 (default 64; 0 = never tile)")
     r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    r.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "tensorrt"],
+                   default="torch",
+                   help="where the networks run (default torch; auto: the fastest usable "
+                        "one, named in the log: tensorrt, else onnxruntime; onnxruntime "
+                        "exports MODEL_DIR/onnx on first use, or ~/.cache/resshift for "
+                        "bundled/read-only models)")
     r.add_argument("--format", choices=["png", "jpg", "webp"], help="output format for folders")
     r.add_argument("--max-pixels", type=int, default=16_000_000, help="refuse larger inputs")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -14,6 +14,7 @@ statistics estimated once over the whole image so that tiles agree in colour.
 from __future__ import annotations
 
 import contextlib
+import copy
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -79,6 +80,9 @@ class Restorer:
     """One loaded ResShift model. Build with ``model.load`` or ``model.import_official``."""
 
     family = "resshift"
+    # Where the UNet, encoder and decoder run (an ``export.backends.Backend``); None:
+    # these torch modules. Set through ``using``.
+    backend = None
 
     def __init__(self, config: ModelConfig, unet: torch.nn.Module,
                  autoencoder: Optional[torch.nn.Module], device: str | torch.device = "cpu"):
@@ -99,6 +103,15 @@ class Restorer:
                 "lq_size", 64)) != int(config.unet.get("image_size", 64))):
             raise ConfigError("predict_type 'residual' needs a pixel-space model whose "
                               "lq_size equals image_size (its lq conditioning is y0)")
+
+    def using(self, backend) -> "Restorer":
+        """This restorer with its networks run by ``backend`` (``export.backends``;
+        None: the torch modules). A shallow copy: modules and schedule are shared, the
+        original is unchanged. Tiled VAE passes always run on torch (shared GroupNorm
+        statistics need the torch modules' hooks)."""
+        view = copy.copy(self)
+        view.backend = backend
+        return view
 
     # -- pieces --------------------------------------------------------------------
     @property
@@ -130,6 +143,8 @@ class Restorer:
         ``lq_size == image_size`` may use it: their lq conditioning (the bicubically
         upsampled LQ, cut per tile like x) *is* y0, so x0 = lq - out.
         """
+        if self.backend is not None:
+            return self.backend.denoiser()
         unet = self.unet
         residual = self.predict_type == "residual"
 
@@ -152,7 +167,8 @@ class Restorer:
             return y
         return self._vae(self.autoencoder.encode, y, 1.0 / self.factor, tiles,
                          tile_px=(tiles or TileOptions()).vae_tile, align=self.factor,
-                         stage="encode", progress=progress)
+                         stage="encode", progress=progress,
+                         whole=self.backend.encode if self.backend is not None else None)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, tiles: Optional[TileOptions] = None,
@@ -164,19 +180,26 @@ class Restorer:
 
         def dec(x):
             return self.autoencoder.decode(x, quantize=quantize)
+
+        def dec_backend(x):
+            return self.backend.decode(x, quantize=quantize)
         return self._vae(dec, z, float(self.factor), tiles,
                          tile_px=max(1, opts.vae_tile // self.factor), align=1,
-                         stage="decode", progress=progress)
+                         stage="decode", progress=progress,
+                         whole=dec_backend if self.backend is not None else None)
 
     def _vae(self, fn, x: torch.Tensor, scale: float, tiles: Optional[TileOptions],
              tile_px: int, align: int, stage: str = "vae",
-             progress: Optional[Progress] = None) -> torch.Tensor:
-        """Run an encoder/decoder whole, or tiled with image-wide GroupNorm statistics."""
+             progress: Optional[Progress] = None, whole=None) -> torch.Tensor:
+        """Run an encoder/decoder whole, or tiled with image-wide GroupNorm statistics.
+
+        fn: the torch module's function; whole: the backend's, used for whole images
+        only (the tiled pass hooks the torch modules' GroupNorms)."""
         if tiles is None or plan_tiles(x.shape[-2], x.shape[-1], tile_px, 0).single:
-            return fn(x)
+            return (whole or fn)(x)
         if x.shape[0] > 1:      # statistics are per image: one image at a time
             return torch.cat([self._vae(fn, x[i:i + 1], scale, tiles, tile_px, align, stage,
-                                        progress) for i in range(x.shape[0])])
+                                        progress, whole) for i in range(x.shape[0])])
         overlap = tiles.vae_overlap if scale < 1 else max(1, tiles.vae_overlap // self.factor)
         overlap = (overlap // align) * align
         with self._shared_norm_stats(fn, x, tile_px, overlap, align, stage, progress):

@@ -1,0 +1,188 @@
+"""Runtime backends: onnxruntime gives torch's image (same seed, float32), backend
+selection, TensorRT engine-cache keys and the builder's path up to needing a GPU."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from export.backends import OnnxRuntimeBackend, TorchBackend, choose_backend, create_backend
+from export.errors import BackendUnavailable
+from export.paths import CACHE_ENV, ExportPaths
+from export.tensorrt import (EngineProfile, TensorRTDevice, build_engines, engine_key,
+                             engine_path, probe_tensorrt, profiles_for)
+from model.cli import main
+from model.imageio import decode_image
+from tests.conftest import DATA
+
+PSNR_MIN = 45.0
+HAS_CUDA = torch.cuda.is_available()
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A fresh per-user cache (RESSHIFT_CACHE_DIR) for this module."""
+    root = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CACHE_ENV, str(root))
+        yield root
+
+
+@pytest.fixture(scope="module")
+def crop(tmp_path_factory):
+    """A 24x24 RealSet80 crop (synthetic if the data is absent) as a PNG file."""
+    from PIL import Image
+
+    src = DATA / "realset80" / "0003.jpg"
+    if src.is_file():
+        pixels = np.asarray(Image.open(src).convert("RGB"))[100:124, 100:124]
+    else:
+        y, x = np.mgrid[:24, :24]
+        pixels = np.stack([x * 10, y * 10, (x + y) * 5], -1).astype(np.uint8)
+    path = tmp_path_factory.mktemp("crop") / "crop.png"
+    Image.fromarray(np.ascontiguousarray(pixels)).save(path)
+    return path
+
+
+def restore_cli(crop, out, backend, capsys) -> tuple[np.ndarray, str]:
+    code = main(["restore", str(crop), "-o", str(out), "--seed", "1", "-q",
+                 "--backend", backend])
+    stdout = capsys.readouterr().out
+    assert code == 0, stdout
+    return decode_image(out).pixels, stdout
+
+
+def test_cli_onnxruntime_gives_the_torch_image(crop, cache, tmp_path, capsys, demo_restorer):
+    ref, out_torch = restore_cli(crop, tmp_path / "torch.png", "torch", capsys)
+    got, out_ort = restore_cli(crop, tmp_path / "ort.png", "onnxruntime", capsys)
+    assert "backend: torch (cpu" in out_torch
+    assert "backend: onnxruntime (CPU, float32" in out_ort
+    assert ref.shape == got.shape == (96, 96, 3)
+    value = psnr(got, ref)
+    assert value >= PSNR_MIN, f"onnxruntime vs torch: PSNR {value:.2f} dB"
+    # the bundled model is not written into: its graphs went to the cache
+    weights = OnnxRuntimeBackend(demo_restorer).store.weights
+    assert (cache / "onnx" / weights[:16] / "unet_t64.onnx").is_file()
+
+
+def test_onnxruntime_runs_other_tile_shapes(cache, demo_restorer):
+    """A 16x8 image has a 64x32 latent: a non-square UNet graph is exported for it."""
+    image = (np.random.default_rng(0).random((8, 16, 3)) * 255).astype(np.uint8)
+    backend = create_backend("onnxruntime", demo_restorer)
+    got = demo_restorer.using(backend).restore(image, seed=3)
+    ref = demo_restorer.restore(image, seed=3)
+    assert psnr(got, ref) >= PSNR_MIN
+    assert (backend.store.directory / "unet_t32x64.onnx").is_file()
+    assert demo_restorer.backend is None            # using() leaves the original alone
+
+
+def test_onnxruntime_encoder_and_decoder_of_a_latent_model(small_restorer, small_model_dir,
+                                                           small_onnx):
+    backend = create_backend("onnxruntime", small_restorer, model_dir=small_model_dir)
+    assert backend.store.directory == small_onnx.directory        # the export is reused
+    image = (np.random.default_rng(1).random((16, 16, 3)) * 255).astype(np.uint8)
+    ref = small_restorer.restore(image, seed=2)
+    got = small_restorer.using(backend).restore(image, seed=2)
+    assert psnr(got, ref) >= PSNR_MIN
+
+
+def test_auto_on_this_cpu(demo_restorer, cache, caplog):
+    with caplog.at_level(logging.INFO, logger="resshift.export"):
+        backend = create_backend("auto", demo_restorer)
+    name, why = choose_backend(demo_restorer)
+    assert backend.name == name == "onnxruntime"       # measured faster than torch fp32
+    assert "backend auto -> onnxruntime" in caplog.text and "CPU" in why
+
+
+def test_diffir_like_models_run_on_torch_only(demo_restorer):
+    other = demo_restorer.using(None)
+    other.family = "diffir"
+    assert choose_backend(other)[0] == "torch"
+    assert isinstance(create_backend("torch", other), TorchBackend)
+    with pytest.raises(BackendUnavailable, match="torch backend only"):
+        create_backend("onnxruntime", other)
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="checks the message on a machine without a GPU")
+def test_tensorrt_without_gpu_is_one_clear_line(crop, tmp_path, caplog, demo_restorer):
+    with pytest.raises(BackendUnavailable, match="CUDA GPU"):
+        create_backend("tensorrt", demo_restorer)
+    code = main(["restore", str(crop), "-o", str(tmp_path / "x.png"), "--backend", "tensorrt"])
+    assert code == 2
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is None
+    line = errors[0].getMessage()
+    assert "\n" not in line and "pip install" in line and "tensorrt" in line
+    assert not (tmp_path / "x.png").exists()
+
+
+DEVICE = TensorRTDevice("9.0", "10.9.0.34", "NVIDIA H100")
+PROFILE = EngineProfile("unet_t64", (1, 4, 4), (64, 64), "fp16")
+
+
+def test_engine_key_changes_with_everything_that_changes_an_engine():
+    key = engine_key("a" * 64, DEVICE, PROFILE)
+    assert key == engine_key("a" * 64, replace(DEVICE), EngineProfile(*PROFILE.__dict__.values()))
+    changed = [engine_key("b" + "a" * 63, DEVICE, PROFILE),
+               engine_key("a" * 64, replace(DEVICE, compute_capability="8.0"), PROFILE),
+               engine_key("a" * 64, replace(DEVICE, tensorrt_version="10.8.0"), PROFILE),
+               engine_key("a" * 64, DEVICE, replace(PROFILE, batch=(1, 8, 8))),
+               engine_key("a" * 64, DEVICE, replace(PROFILE, tile=(128, 128))),
+               engine_key("a" * 64, DEVICE, replace(PROFILE, precision="fp32")),
+               engine_key("a" * 64, DEVICE, replace(PROFILE, graph="vae_decoder"))]
+    assert len({key, *changed}) == len(changed) + 1
+    # the GPU's name alone does not: cards of one compute capability share engines
+    assert engine_key("a" * 64, replace(DEVICE, gpu_name="H200"), PROFILE) == key
+    name = engine_path(tmp := ExportPaths.cached("a" * 64).tensorrt, "a" * 64, DEVICE,
+                       PROFILE)
+    assert name.parent == tmp
+    assert name.name == f"unet_t64-b1-4-4-64x64-fp16-sm90-trt10.9.0.34-{key[:16]}.plan"
+    with pytest.raises(ValueError):
+        EngineProfile("unet_t64", (4, 1, 8), (64, 64))
+    with pytest.raises(ValueError):
+        EngineProfile("unet_t64", (1, 1, 8), (64, 64), "int8")
+
+
+def test_profiles_follow_the_tile_options(demo_restorer, small_restorer):
+    assert profiles_for(demo_restorer, 64) == [PROFILE]
+    small = profiles_for(small_restorer, 64, max_batch=8, precision="fp32")
+    assert [(p.graph, p.batch, p.tile) for p in small] == [
+        ("unet_t64", (1, 8, 8), (64, 64)), ("vae_encoder", (1, 8, 8), (512, 512)),
+        ("vae_decoder", (1, 8, 8), (128, 128))]
+    with pytest.raises(BackendUnavailable, match="--tile 0"):
+        profiles_for(demo_restorer, 0)
+
+
+def test_export_paths(tmp_path, small_model_dir):
+    assert ExportPaths.resolve("demo", "f" * 64, tmp_path) == ExportPaths(
+        tmp_path / "onnx" / ("f" * 16), tmp_path / "tensorrt" / ("f" * 16), False)
+    beside = ExportPaths.resolve(small_model_dir, "f" * 64, tmp_path)
+    assert beside.onnx == small_model_dir / "onnx" and beside.in_model_dir
+    assert not ExportPaths.resolve(None, "f" * 64, tmp_path).in_model_dir
+
+
+def test_tensorrt_builder_runs_up_to_the_gpu(demo_restorer, cache):
+    """Profiles and checked ONNX graphs come first; then the GPU / TensorRT step raises."""
+    with pytest.raises(BackendUnavailable) as info:
+        build_engines(demo_restorer, "demo", tile=64)
+    weights = OnnxRuntimeBackend(demo_restorer).store.weights
+    assert (cache / "onnx" / weights[:16] / "unet_t64.onnx").is_file()
+    if not HAS_CUDA:
+        assert "a CUDA GPU" in str(info.value) and "pip install" in str(info.value)
+
+
+@pytest.mark.gpu
+def test_tensorrt_probe_on_a_gpu():
+    pytest.importorskip("tensorrt")
+    device = probe_tensorrt()
+    major, minor = torch.cuda.get_device_capability()
+    assert device.compute_capability == f"{major}.{minor}" and device.tensorrt_version
