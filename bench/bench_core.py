@@ -36,6 +36,37 @@ def full_size_restorer(preset: str = "realsr_v3", device: str = "cpu"):
     return Restorer(cfg, unet, ae, device)
 
 
+def full_size_diffir(preset: str = "realsr_x4", device: str = "cpu", shared: Path = None):
+    """DiffIR S2 at the released real-world SR size (25M parameters), random weights."""
+    from model.diffir.config import load_diffir_config
+    from model.diffir.network import build_network
+    from model.diffir.restorer import DiffIRRestorer
+    from model.diffir.schedule import make_schedule
+    shared = shared or REPO.parent / "shared"
+    presets = json.loads((shared / "reference" / "diffir-official" /
+                          "diffir_realsr_presets.json").read_text())
+    entry = presets[preset] if preset in presets else presets["presets"][preset]
+    args = entry.get("config", entry.get("args", entry))
+    cfg = load_diffir_config({"type": "DiffIRS2", **args})
+    torch.manual_seed(0)
+    net = build_network(cfg, "cpu")
+    return DiffIRRestorer(cfg, net, make_schedule(cfg.timesteps, cfg.linear_start,
+                                                  cfg.linear_end), device)
+
+
+def time_diffir(r, size: int, repeat: int) -> dict:
+    """Whole-image DiffIR forward (prior loop + DIRformer): inputs up to the whole-image
+    limit run as one forward, as the official code does."""
+    lq = torch.rand(1, 3, size, size)
+    best = None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        r.sample(lq, generator=torch.Generator().manual_seed(0))
+        took = time.perf_counter() - t0
+        best = took if best is None else min(best, took)
+    return {"family": "diffir", "lq": size, "out": size * r.scale, "total_s": round(best, 3)}
+
+
 def small_reference_restorer(shared: Path):
     import model
     ref = shared / "reference" / "resshift-official"
@@ -95,6 +126,9 @@ def main() -> int:
                         help="use the small reference model for --peak-image")
     parser.add_argument("--shared", default=str(REPO.parent / "shared"))
     parser.add_argument("--json", help="write results here")
+    parser.add_argument("--diffir", action="store_true",
+                        help="also time DiffIR S2 realsr_x4 (full size, random weights) at "
+                             "the same sizes, in the same run")
     args = parser.parse_args()
 
     result = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or
@@ -110,6 +144,15 @@ def main() -> int:
                 result["rows"].append(row)
                 print(f"| {row['lq']} -> {row['out']} | {row['encode_s']} | "
                       f"{row['denoise_s']} | {row['decode_s']} | {row['total_s']} |", flush=True)
+    if args.sizes and args.diffir:
+        d = full_size_diffir(device=args.device, shared=Path(args.shared))
+        print("| DiffIR LQ -> out | total s |")
+        print("|---|---|")
+        with torch.inference_mode():
+            for size in args.sizes:
+                row = time_diffir(d, size, args.repeat)
+                result["rows"].append(row)
+                print(f"| {row['lq']} -> {row['out']} | {row['total_s']} |", flush=True)
     if args.peak_image:
         result["peak"] = peak_child(args.peak_image, args.small_ref, args.shared)
         print("peak:", json.dumps(result["peak"]))
