@@ -15,11 +15,18 @@ restorer's pre/post-processing stay the same for every backend::
 ``tensorrt``    engines (``export.tensorrt``): selection and cache keys only so far;
                 raises ``BackendUnavailable`` saying what is missing.
 ``auto``        the fastest usable one, see :func:`choose_backend` (onnxruntime on
-                this CPU: measured faster than torch float32).
+                this CPU: measured faster than torch float32; on a bf16 CPU with the
+                decoder on torch bf16, :class:`SplitBackend`).
+
+Precision (:data:`PRECISIONS`, :func:`resolve_precision`) is what the torch-run
+networks use: ``auto`` is bf16 on CPUs with AMX-BF16 / AVX512-BF16, fp32 elsewhere.
 
 The tiled VAE (images larger than one VAE tile) shares GroupNorm statistics across
 tiles through hooks on the torch modules, so it always runs on torch; a backend's
 encoder / decoder runs images that fit one VAE tile (``Restorer._vae``).
+
+DiffIR models take torch or onnxruntime; their onnxruntime backend answers
+``forward(lq, noise)`` and ``dirformer(lq, ipr)`` instead (``export.diffir_backend``).
 """
 
 from __future__ import annotations
@@ -41,6 +48,37 @@ BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 ORT_INSTALL = ("pip install 'resshift-service[onnx]' (CPU) or 'resshift-service[gpu]' "
                "(onnxruntime-gpu)")
 CUDA_EP, CPU_EP = "CUDAExecutionProvider", "CPUExecutionProvider"
+PRECISIONS = ("auto", "fp32", "bf16", "bf16-all")
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags of /proc/cpuinfo (empty where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def resolve_precision(precision: str, device: torch.device) -> tuple[str, str]:
+    """(fp32 | bf16 | bf16-all, why). ``auto``: bf16 on a CPU with native bf16 kernels
+    (AMX-BF16 or AVX512-BF16 in :func:`cpu_flags`), fp32 elsewhere (emulated bf16 is
+    slower than fp32; CUDA half precision is TensorRT's job)."""
+    if precision not in PRECISIONS:
+        raise BackendUnavailable(f"unknown precision {precision!r}; use one of "
+                                 f"{', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision, "asked for"
+    if torch.device(device).type != "cpu":
+        return "fp32", f"not a CPU ({device})"
+    found = [f for f in BF16_CPU_FLAGS if f in cpu_flags()]
+    if found:
+        return "bf16", f"the CPU has {' and '.join(found)}"
+    return "fp32", f"the CPU has neither {' nor '.join(BF16_CPU_FLAGS)}"
 
 
 class Backend(Protocol):
@@ -62,24 +100,86 @@ class Backend(Protocol):
 
 
 class TorchBackend:
-    """The restorer's own torch modules."""
+    """The restorer's own torch modules, in float32 or under bfloat16 autocast.
+
+    Precisions (:data:`PRECISIONS`), all with float32 inputs and outputs:
+
+    ``fp32``      plain float32.
+    ``bf16``      ``torch.autocast(device, bfloat16)`` with channels-last activations
+                  (AMX / AVX512-BF16 kernels) for what stays within 40 dB of float32:
+                  the VQGAN decoder after the codebook lookup, and the UNet of
+                  pixel-space models. Everything upstream of a codebook (encoder, UNet
+                  of latent models) stays float32: bf16's 0.4 % rounding there flips
+                  nearest-codebook choices, which the decoded image shows (measured on
+                  the small reference model, RealSet80 64 -> 256 crops: 19 dB with
+                  only the UNet in bf16, 20 dB with only the encoder, 19-22 dB with
+                  all three, 45 dB with only the decoder; the demo's pixel-space UNet
+                  in bf16: 56-58 dB).
+    ``bf16-all``  bf16 for the UNet, encoder and decoder (the speed ceiling; fails the
+                  40 dB bound on latent models, see above).
+
+    Always float32: GroupNorm statistics (``GroupNorm32``, autocast's fp32 list) and
+    the codebook nearest-neighbour lookup (run outside autocast).
+    """
 
     name = "torch"
 
-    def __init__(self, restorer):
+    def __init__(self, restorer, precision: str = "fp32"):
+        if precision not in PRECISIONS[1:]:
+            raise BackendUnavailable(f"unknown torch precision {precision!r}; use one of "
+                                     f"{', '.join(PRECISIONS[1:])}")
         self.restorer = restorer.using(None) if hasattr(restorer, "using") else restorer
+        self.precision = precision
+        latent = bool(getattr(self.restorer, "latent", False))
+        full = precision == "bf16-all"
+        self.bf16_unet = full or (precision == "bf16" and not latent)
+        self.bf16_encoder = full and latent
+        self.bf16_decoder = precision != "fp32" and latent
+
+    def _autocast(self):
+        return torch.autocast(self.restorer.device.type, dtype=torch.bfloat16)
+
+    @staticmethod
+    def _cl(x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
     def denoiser(self) -> Denoiser:
-        return self.restorer.denoiser()
+        run_fp32 = self.restorer.denoiser()
+        if not self.bf16_unet:
+            return run_fp32
+        cl = self._cl
+
+        def run(x: torch.Tensor, t: torch.Tensor, lq, mask) -> torch.Tensor:
+            with self._autocast():
+                out = run_fp32(cl(x), t, cl(lq) if lq is not None else None,
+                               cl(mask) if mask is not None else None)
+            return out.float().contiguous()
+        return run
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
-        return self.restorer.autoencoder.encode(image)
+        ae = self.restorer.autoencoder
+        if not self.bf16_encoder:
+            return ae.encode(image)
+        with self._autocast():
+            return ae.encode(self._cl(image)).float().contiguous()
 
     def decode(self, z: torch.Tensor, quantize: bool = True) -> torch.Tensor:
-        return self.restorer.autoencoder.decode(z, quantize=quantize)
+        ae = self.restorer.autoencoder
+        if not self.bf16_decoder:
+            return ae.decode(z, quantize=quantize)
+        if quantize:                # the codebook lookup stays float32, outside autocast
+            z = ae.quantize(z.float())
+        with self._autocast():
+            out = ae.decoder(ae.post_quant_conv(self._cl(z)))
+        return out.float().contiguous()
 
     def describe(self) -> str:
-        return f"torch ({self.restorer.device}, float32)"
+        if self.precision == "fp32":
+            return f"torch ({self.restorer.device}, float32)"
+        parts = [n for n, on in (("UNet", self.bf16_unet), ("encoder", self.bf16_encoder),
+                                 ("decoder", self.bf16_decoder)) if on]
+        return (f"torch ({self.restorer.device}, bfloat16 autocast + channels-last for "
+                f"{', '.join(parts) or 'nothing'}, float32 otherwise)")
 
 
 def ort_providers(device: torch.device) -> list[str]:
@@ -152,6 +252,30 @@ class OnnxRuntimeBackend:
         return f"onnxruntime ({where}, float32, graphs in {self.store.directory})"
 
 
+class SplitBackend:
+    """The UNet and encoder on one backend, the decoder on another: on a bf16 CPU the
+    fastest mix within 40 dB of float32 (onnxruntime float32 upstream of the codebook,
+    torch bf16 decoder after it; see :func:`choose_backend`)."""
+
+    name = "split"
+
+    def __init__(self, upstream: Backend, decoder: Backend):
+        self.upstream, self.decoder = upstream, decoder
+
+    def denoiser(self) -> Denoiser:
+        return self.upstream.denoiser()
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        return self.upstream.encode(image)
+
+    def decode(self, z: torch.Tensor, quantize: bool = True) -> torch.Tensor:
+        return self.decoder.decode(z, quantize=quantize)
+
+    def describe(self) -> str:
+        return (f"UNet and encoder: {self.upstream.describe()}; "
+                f"decoder: {self.decoder.describe()}")
+
+
 class TensorRTBackend:
     """fp16 TensorRT engines. Building them is what raises here until issue 4's device
     work lands (``export.tensorrt.build_engines``)."""
@@ -167,18 +291,27 @@ class TensorRTBackend:
         raise BackendUnavailable("running TensorRT engines is not implemented yet (issue 4)")
 
 
-def choose_backend(restorer) -> tuple[str, str]:
+def choose_backend(restorer, precision: str = "fp32") -> tuple[str, str]:
     """(backend name, why) for ``auto``: tensorrt when usable, else onnxruntime (with the
     CUDA provider when the restorer is on a GPU and onnxruntime has it), else torch.
 
     On the CPU onnxruntime float32 was measured faster than eager torch float32 (one
     thread, this repository's 2-core VMs): full-size realsr_v3 UNet step at a 64 latent
     tile 0.53 s vs 0.80 s, VQGAN decoder 64 -> 256 3.1 s vs 5.0 s; the demo model's
-    64 -> 256 restore 0.63 s vs 1.23 s, same image. Revisit when torch's bf16 CPU path
-    (issue 4) lands.
+    64 -> 256 restore 0.63 s vs 1.23 s, same image. With ``precision`` bf16 (a CPU with
+    AMX / AVX512-BF16) ``create_backend`` pairs onnxruntime's encoder and UNet with
+    torch's bf16 decoder (:class:`SplitBackend`): full-size realsr_v3 64 -> 256, 2
+    threads, 3.2 s vs torch float32 4.5 s, torch bf16 4.1 s, onnxruntime alone 3.8 s
+    (1 thread: 5.4 s vs torch float32 9.4 s). torch.compile of the float32 encoder
+    (inductor, freezing) took 1.87 s vs onnxruntime's 1.7 s and eager 2.46 s (1 thread)
+    after a 39 s compile, so it is not used. The demo's pixel-space UNet: onnxruntime
+    float32 0.027 s per 16 -> 64 image vs torch bf16 0.035 s: onnxruntime stays its pick.
     """
     from .tensorrt import unavailable_reason
 
+    if getattr(restorer, "family", "resshift") == "diffir":
+        from .diffir_backend import choose_diffir_backend
+        return choose_diffir_backend(restorer)
     if getattr(restorer, "family", "resshift") != "resshift":
         return "torch", f"{restorer.family} models run on torch only"
     try:
@@ -188,6 +321,10 @@ def choose_backend(restorer) -> tuple[str, str]:
     has_onnx = importlib.util.find_spec("onnx") is not None
     if restorer.device.type != "cuda":
         if providers and has_onnx:
+            if precision.startswith("bf16") and getattr(restorer, "latent", False):
+                return "onnxruntime", ("on a bf16 CPU onnxruntime float32 encoder and UNet "
+                                       "with the torch bf16 decoder are the fastest mix "
+                                       "within 40 dB of float32 (measured)")
             return "onnxruntime", ("on the CPU onnxruntime float32 runs these models about "
                                    "1.5-2x faster than torch float32 (measured)")
         return "torch", f"on the CPU without onnxruntime and onnx ({ORT_INSTALL})"
@@ -200,19 +337,40 @@ def choose_backend(restorer) -> tuple[str, str]:
 
 
 def create_backend(name: str, restorer, model_dir: str | Path | None = None,
-                   tile: Optional[int] = None, cache: Optional[Path] = None) -> Backend:
+                   tile: Optional[int] = None, cache: Optional[Path] = None,
+                   precision: str = "fp32") -> Backend:
     """The backend ``name`` (one of :data:`BACKENDS`) for ``restorer``; ``auto`` logs
-    what it picked and why. Raises ``BackendUnavailable`` saying what to install."""
+    what it picked and why. Raises ``BackendUnavailable`` saying what to install.
+
+    precision (one of :data:`PRECISIONS`; ``auto`` logs what it resolved to): what the
+    torch-run networks use. With ``bf16`` the onnxruntime backend of a latent model
+    decodes on torch bf16 (:class:`SplitBackend`); its graphs stay float32."""
     if name not in BACKENDS:
         raise BackendUnavailable(f"unknown backend {name!r}; use one of {', '.join(BACKENDS)}")
+    asked = precision
+    precision, why_precision = resolve_precision(precision, restorer.device)
+    family = getattr(restorer, "family", "resshift")
+    if family != "resshift" and precision != "fp32":
+        if asked != "auto":
+            raise BackendUnavailable(f"precision {asked} is for ResShift models; {family} "
+                                     f"models run in fp32 (--precision fp32)")
+        precision, why_precision = "fp32", f"{family} models run in fp32"
+    if asked == "auto":
+        log.info("precision auto -> %s: %s", precision, why_precision)
     if name == "auto":
-        name, why = choose_backend(restorer)
+        name, why = choose_backend(restorer, precision)
         log.info("backend auto -> %s: %s", name, why)
     if name == "torch":
-        return TorchBackend(restorer)
-    if getattr(restorer, "family", "resshift") != "resshift":
-        raise BackendUnavailable(f"{restorer.family} models run on the torch backend only "
-                                 f"(--backend torch)")
+        return TorchBackend(restorer, precision)
+    if family == "diffir" and name == "onnxruntime":
+        from .diffir_backend import DiffIROnnxBackend
+        return DiffIROnnxBackend(restorer, model_dir, cache=cache)
+    if family != "resshift":
+        which = "torch or onnxruntime backends" if family == "diffir" else "torch backend"
+        raise BackendUnavailable(f"{family} models run on the {which} only (--backend torch)")
     if name == "onnxruntime":
-        return OnnxRuntimeBackend(restorer, model_dir, cache=cache)
+        ort = OnnxRuntimeBackend(restorer, model_dir, cache=cache)
+        if precision.startswith("bf16") and getattr(restorer, "latent", False):
+            return SplitBackend(ort, TorchBackend(restorer, "bf16"))
+        return ort
     return TensorRTBackend(restorer, model_dir, tile, cache=cache)

@@ -1,10 +1,11 @@
-"""The ONNX contract of a DiffIR S2 model: one graph for the whole forward.
+"""The ONNX contracts of a DiffIR S2 model: the whole forward, and the DIRformer alone.
 
-=============  =========================================================  ===================
-file           inputs -> outputs                                          dynamic axes
-=============  =========================================================  ===================
-diffir_s2      lq (B,3,h,w) in [0,1], noise (B,256) -> sr (B,3,s*h,s*w)   batch, h, w
-=============  =========================================================  ===================
+=================  =====================================================  ===============
+file               inputs -> outputs                                      dynamic axes
+=================  =====================================================  ===============
+diffir_s2          lq (B,3,h,w) in [0,1], noise (B,256) -> sr (B,3,sh,sw) batch, h, w
+diffir_dirformer   lq (B,3,h,w) in [0,1], ipr (B,256) -> sr (B,3,sh,sw)   batch, h, w
+=================  =====================================================  ===============
 
 The graph is ``DiffIRRestorer.sample(lq, noise)`` after its padding step: CPEN_S2 on the
 LQ, the T (4) posterior-mean steps of the IPR diffusion unrolled with their step index
@@ -17,8 +18,11 @@ a shape-dependent Python loop that stays outside the graph) and crop the output 
 The spatial axes stay dynamic: the transposed attention is over channels (its matrices
 are C/heads square whatever the image size) and every reshape is traced from the input's
 shape, so one graph serves every padded size; the export check runs a second batch and
-size to prove it. Whole-image only: tiling of large inputs (``model.diffir.tiling``)
-stays with the caller, which runs one graph per tile with its image's IPR.
+size to prove it.
+
+``diffir_s2`` is the whole-image forward. Tiled inputs (``model.diffir.tiling``) need the
+DIRformer alone: their one IPR comes from CPEN over the whole image and one IPR loop,
+then every tile runs ``diffir_dirformer`` with that IPR (``export.diffir_backend``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from .errors import ExportError
 from .graphs import GraphSpec, Inputs
 
 GRAPH_NAME = "diffir_s2"
+DIRFORMER_GRAPH = "diffir_dirformer"
 
 
 class DiffIRForward(nn.Module):
@@ -52,13 +57,22 @@ class DiffIRForward(nn.Module):
         return self.network.G(lq, ipr)
 
 
-def diffir_graph(restorer, size: int) -> GraphSpec:
-    """The whole DiffIR S2 forward, traced at a ``size`` x ``size`` LQ (a positive
-    multiple of ``restorer.input_multiple``); batch, height and width dynamic.
+class DIRformerForward(nn.Module):
+    """``(lq, ipr) -> sr``: the DIRformer of a ``DiffIRRestorer`` for padded tiles."""
 
-    Random inputs: lq uniform in [0, 1], noise ~ N(0, 1). The second ("alt") check
-    shape is non-square: (size + m) x (2 * size) for the multiple m.
-    """
+    def __init__(self, restorer):
+        super().__init__()
+        self.G = restorer.network.G
+
+    def forward(self, lq: torch.Tensor, ipr: torch.Tensor) -> torch.Tensor:
+        return self.G(lq, ipr)
+
+
+def _spec(restorer, size: int, name: str, kind: str, module: nn.Module,
+          second: str) -> GraphSpec:
+    """A graph of inputs (lq, ``second``) -> sr: lq uniform in [0, 1], the second input
+    (the prior draw or an IPR, both (B, 256)) ~ N(0, 1). The "alt" check shape is
+    non-square: (size + m) x (2 * size) for the input multiple m."""
     m = int(restorer.input_multiple)
     if size <= 0 or size % m:
         raise ExportError(f"DiffIR export size {size} is not a positive multiple of {m} "
@@ -68,14 +82,28 @@ def diffir_graph(restorer, size: int) -> GraphSpec:
     def sample(batch: int, gen: torch.Generator, alt: bool = False) -> Inputs:
         h, w = (size + m, 2 * size) if alt else (size, size)
         return {"lq": torch.rand((batch, 3, h, w), generator=gen),
-                "noise": torch.randn((batch, width), generator=gen)}
+                second: torch.randn((batch, width), generator=gen)}
 
     return GraphSpec(
-        name=GRAPH_NAME, kind="diffir", module=DiffIRForward(restorer).eval(),
-        input_names=["lq", "noise"], output_names=["sr"],
+        name=name, kind=kind, module=module.eval(),
+        input_names=["lq", second], output_names=["sr"],
         dynamic_axes={"lq": {0: "batch", 2: "height", 3: "width"},
-                      "noise": {0: "batch"},
+                      second: {0: "batch"},
                       "sr": {0: "batch", 2: "out_height", 3: "out_width"}},
         sample=sample,
         info={"export_size": size, "input_multiple": m, "scale": int(restorer.scale),
               "steps": int(restorer.steps), "prior_width": width})
+
+
+def dirformer_graph(restorer, size: int) -> GraphSpec:
+    """The DIRformer alone, ``(lq, ipr) -> sr``, traced at ``size`` x ``size`` LQ pixels
+    (a positive multiple of ``restorer.input_multiple``); batch, height, width dynamic."""
+    return _spec(restorer, size, DIRFORMER_GRAPH, "diffir_dirformer", DIRformerForward(restorer),
+                 "ipr")
+
+
+def diffir_graph(restorer, size: int) -> GraphSpec:
+    """The whole DiffIR S2 forward, ``(lq, noise) -> sr``, traced at a ``size`` x
+    ``size`` LQ (a positive multiple of ``restorer.input_multiple``); batch, height and
+    width dynamic."""
+    return _spec(restorer, size, GRAPH_NAME, "diffir", DiffIRForward(restorer), "noise")

@@ -11,6 +11,7 @@ folder is exported again. A missing graph is exported and checked
 (``export.onnx``: onnxruntime vs torch, rel. error < 1e-4) and added to the manifest.
 Two processes exporting the same folder at once are not coordinated (each graph is
 written to a temporary name and renamed, so readers never see half a file).
+DiffIR models have their own two graphs: ``export.diffir_backend.DiffIROnnxStore``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ class OnnxStore:
     def __init__(self, restorer, model_dir: str | Path | None = None,
                  cache: Optional[Path] = None):
         if getattr(restorer, "family", "resshift") != "resshift":
-            raise BackendUnavailable(f"{restorer.family} models run on the torch backend only")
+            raise BackendUnavailable(f"OnnxStore holds ResShift graphs, not {restorer.family} "
+                                     f"ones (DiffIR: export.diffir_backend.DiffIROnnxStore)")
         self.restorer = restorer
         self.weights = weights_hash([restorer.unet, restorer.autoencoder])
         self.cache = cache

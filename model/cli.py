@@ -105,12 +105,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from export.backends import create_backend
     from export.errors import BackendUnavailable
     try:
-        backend = create_backend(args.backend, restorer, model_dir=args.model, tile=args.tile)
+        backend = create_backend(args.backend, restorer, model_dir=args.model, tile=args.tile,
+                                 precision=args.precision)
     except BackendUnavailable as exc:
         log.error("backend %s: %s", args.backend, exc)
         return 2
-    if backend.name != "torch":
-        restorer = restorer.using(backend)
+    restorer = restorer.using(backend)
     print(f"backend: {backend.describe()}", flush=True)
     out = Path(args.output)
     single = len(jobs) == 1 and not Path(args.inputs[0]).is_dir()
@@ -325,6 +325,95 @@ def add_export_parser(sub) -> None:
     t.set_defaults(func=cmd_export_tensorrt)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json
+    import platform
+    import time
+
+    import torch
+
+    from export.backends import cpu_flags, resolve_precision
+    from export.bench import CONFIGS, load_restorer, markdown, rows_json, run_bench, svg_plot
+    from export.errors import BackendUnavailable
+    from model.errors import ModelError
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    unknown = [c for c in args.config if c not in CONFIGS]
+    if unknown:
+        log.error("unknown config(s) %s; use %s", ", ".join(unknown), ", ".join(CONFIGS))
+        return 2
+    try:
+        restorer = load_restorer(args.model, device=args.device)
+    except ModelError as exc:
+        log.error("cannot load model %s: %s", args.model, exc)
+        return 2
+    if getattr(restorer, "family", "resshift") != "resshift":
+        log.error("resshift bench times ResShift models; %s is a %s model", args.model,
+                  restorer.family)
+        return 2
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+    progress(f"bench {args.model}: configs {', '.join(args.config)}, batch "
+             f"{', '.join(map(str, args.batch))}, tile {', '.join(map(str, args.tile))}, "
+             f"{torch.get_num_threads()} thread(s), best of {args.repeat}")
+    model_dir = None if args.model == "realsr_v3-random" else args.model
+    try:
+        rows = run_bench(restorer, args.config, args.batch, args.tile, args.repeat,
+                         model_dir=model_dir, progress=progress)
+    except (BackendUnavailable, ModelError) as exc:
+        log.error("%s", exc)
+        return 2
+    print(markdown(rows))
+    flags = sorted(cpu_flags() & {"amx_bf16", "avx512_bf16", "amx_tile", "avx512f"})
+    result = {"date": time.strftime("%Y-%m-%d %H:%M"), "model": args.model,
+              "device": args.device, "threads": torch.get_num_threads(),
+              "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
+              "cpu_flags": flags,
+              "precision_auto": resolve_precision("auto", restorer.device)[0],
+              "repeat": args.repeat, "rows": rows_json(rows)}
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        progress(f"wrote {args.json}")
+    if args.plot:
+        svg_plot(rows, Path(args.plot))
+        progress(f"wrote {args.plot}")
+    return 0
+
+
+def add_bench_parser(sub) -> None:
+    from export.bench import CONFIGS
+    b = sub.add_parser(
+        "bench", help="latency and throughput per backend, batch size and tile size",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Times, best of --repeat, end to end (encode + sampler steps + decode, one\n"
+               "untiled batch; tile 64 is 64 -> 256 for the x4 models) and one UNet call,\n"
+               "per config:\n  " + "\n  ".join(
+                   f"{k}: backend {b}, precision {p}" for k, (b, p) in CONFIGS.items()) +
+               "\nA markdown table goes to stdout, progress to stderr.\n\n"
+               "examples:\n  resshift bench\n"
+               "  resshift bench --model models/realsr_v3 --batch 1 4 --json b.json "
+               "--plot b.svg\n"
+               "  resshift bench --config torch-fp32 auto --threads 2 --repeat 3")
+    b.add_argument("--model", default="realsr_v3-random",
+                   help="model directory, bundled name, or realsr_v3-random (the full-size "
+                        "realsr_v3 architecture with random weights; default)")
+    b.add_argument("--config", nargs="+", default=["torch-fp32", "torch-bf16", "onnxruntime",
+                                                   "auto"],
+                   help=f"configurations to time (of {', '.join(CONFIGS)})")
+    b.add_argument("--batch", type=int, nargs="+", default=[1], help="batch sizes (default 1)")
+    b.add_argument("--tile", type=int, nargs="+", default=[64],
+                   help="latent tile sides, multiples of 64 (default 64)")
+    b.add_argument("--repeat", type=int, default=1, help="runs per point, best kept")
+    b.add_argument("--threads", type=int, default=None, help="torch/onnxruntime threads")
+    b.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    b.add_argument("--json", help="write the results as JSON here")
+    b.add_argument("--plot", help="write an SVG plot of latency vs batch size here")
+    b.set_defaults(func=cmd_bench)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from model.presets import PRESET_NAMES
 
@@ -351,11 +440,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="latent tile side, a multiple of 64 (default 64; 0 = never tile)")
     r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     r.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "tensorrt"],
-                   default="torch",
-                   help="where the networks run (default torch; auto: the fastest usable "
-                        "one, named in the log: tensorrt, else onnxruntime; onnxruntime "
-                        "exports MODEL_DIR/onnx on first use, or ~/.cache/resshift for "
+                   default="auto",
+                   help="where the networks run (default auto: the fastest usable one, "
+                        "named in the log: tensorrt, else onnxruntime, with the decoder "
+                        "on torch bf16 under --precision bf16; onnxruntime exports "
+                        "MODEL_DIR/onnx on first use, or ~/.cache/resshift for "
                         "bundled/read-only models)")
+    r.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="precision of the torch-run networks (default auto: bf16 on CPUs "
+                        "with AMX-BF16 / AVX512-BF16, fp32 otherwise; bf16 keeps what "
+                        "precedes the codebook lookup in fp32; the choice is logged)")
     r.add_argument("--format", choices=["png", "jpg", "webp"], help="output format for folders")
     r.add_argument("--max-pixels", type=int, default=16_000_000, help="refuse larger inputs")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -384,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_import_official)
     add_serve_parser(sub)
     add_export_parser(sub)
+    add_bench_parser(sub)
 
     from model.training.cli import add_eval_parser, add_train_parser
     add_train_parser(sub)

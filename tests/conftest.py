@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,13 @@ DATA = SHARED / "data"
 # Small models spend their time in many small ops, where a second intra-op thread costs
 # more than it brings on these 2-core machines (3-4x slower when anything else runs).
 torch.set_num_threads(int(os.environ.get("RESSHIFT_TEST_THREADS", "1")))
+
+# ONNX graphs exported on first use go to the per-user cache; tests (and the CLI
+# processes they start, which inherit the variable) get a private one, removed at exit.
+if "RESSHIFT_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="resshift-test-cache-")
+    os.environ["RESSHIFT_CACHE_DIR"] = _cache
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

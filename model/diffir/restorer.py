@@ -10,16 +10,22 @@ Official inference (``DiffIRS2`` in eval mode), which ``sample`` reproduces:
 The output is not clamped; ``restore`` clamps when converting to uint8. Large inputs
 run the DIRformer on blended tiles with one prior draw and one IPR per image
 (``model.diffir.tiling``); ``sample`` does so only when given a tiling policy.
+
+``using(backend)`` runs the networks elsewhere (``export.diffir_backend``): whole images
+through the backend's ``forward(lq, noise)`` (the one exported graph), tiles through its
+``dirformer(lq, ipr)`` while CPEN and the IPR loop stay on torch, so every tile keeps
+the image's one IPR.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Callable, Optional
 
 import numpy as np
 import torch
 
-from ..errors import InputImageError
+from ..errors import ConfigError, InputImageError
 from ..restorer import pad_to_multiple
 from ..tiling import TilePlan
 from .config import IPR_WIDTH, DiffIRConfig
@@ -52,6 +58,9 @@ class DiffIRRestorer:
     """
 
     family = "diffir"
+    # Where the networks run (``export.diffir_backend.DiffIROnnxBackend``: ``forward``
+    # and ``dirformer``); None: the torch modules. Set through ``using``.
+    backend = None
 
     def __init__(self, config: DiffIRConfig, network: DiffIRS2Net, schedule: IPRSchedule,
                  device: str | torch.device = "cpu"):
@@ -65,6 +74,20 @@ class DiffIRRestorer:
         self.description = ""
         self.provenance: dict = {}
         self.metrics: dict = {}
+
+    def using(self, backend) -> "DiffIRRestorer":
+        """This restorer with its networks run by ``backend`` (None or a float32 torch
+        backend: the torch modules). A shallow copy sharing network and schedule; the
+        original is unchanged. Raises ConfigError for a backend with no DiffIR runner."""
+        if backend is not None and not hasattr(backend, "dirformer"):
+            if (getattr(backend, "name", None) != "torch"
+                    or getattr(backend, "precision", "fp32") != "fp32"):
+                raise ConfigError(f"{backend.describe()} cannot run DiffIR models; use "
+                                  f"--backend torch (float32) or onnxruntime")
+            backend = None
+        view = copy.copy(self)
+        view.backend = backend
+        return view
 
     @property
     def steps(self) -> int:
@@ -117,6 +140,14 @@ class DiffIRRestorer:
         return sample_ipr(self.network.denoise, cond, noise.to(self.device, torch.float32),
                           self.schedule, callback=callback, return_trajectory=return_trajectory)
 
+    @torch.no_grad()
+    def dirformer(self, lq: torch.Tensor, ipr: torch.Tensor) -> torch.Tensor:
+        """The DIRformer on padded LQ tiles (B, 3, h, w) with their IPRs (B, 256), on
+        the backend when there is one: (B, 3, s*h, s*w), unclamped."""
+        if self.backend is not None:
+            return self.backend.dirformer(lq, ipr)
+        return self.network.G(lq, ipr)
+
     # -- sampling --------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, lq: torch.Tensor, noise: Optional[torch.Tensor] = None, *,
@@ -129,6 +160,9 @@ class DiffIRRestorer:
         noise: the prior draw x_T (B, 256); drawn from ``generator`` when None.
         tiles: None runs whole (the official forward); a policy tiles large inputs,
         with each image's one IPR modulating all of its tiles.
+        With a backend, a whole image runs as one graph (CPEN, IPR loop and DIRformer
+        inside it, so ``callback`` sees no IPR steps); tiles run as on torch but for
+        the DIRformer (see the module doc).
         """
         if lq.ndim != 4 or lq.shape[1] != 3:
             raise InputImageError(f"expected a Bx3xHxW batch, got shape {tuple(lq.shape)}")
@@ -140,6 +174,9 @@ class DiffIRRestorer:
                                   f"got {tuple(noise.shape)}")
         padded = pad_to_multiple(lq.to(self.device, torch.float32), self.input_multiple)
         plan = self.plan(padded.shape[-2], padded.shape[-1], tiles)
+        if plan.single and self.backend is not None:
+            out = self.backend.forward(padded, noise.to(self.device, torch.float32))
+            return out[..., :h * self.scale, :w * self.scale]
         ipr = self.sample_ipr(padded, noise, callback=callback, plan=plan)
         if plan.single:
             out = self.network.G(padded, ipr)
@@ -153,7 +190,7 @@ class DiffIRRestorer:
         """The DIRformer over one padded image's tiles (one at a time), blended."""
         outputs = []
         for i, crop in enumerate(crop_tiles(lq, plan)):
-            outputs.append(self.network.G(crop, ipr))
+            outputs.append(self.dirformer(crop, ipr))
             if progress is not None:
                 progress("tiles", i + 1, len(plan.boxes))
         return blend_tiles(outputs, plan, self.scale, overlap)

@@ -50,7 +50,8 @@ class DiffIRWork:
 
 @torch.no_grad()
 def run_tiles(restorer: DiffIRRestorer, work: Sequence[DiffIRWork]) -> list[torch.Tensor]:
-    """The DIRformer on a batch of same-key items; one 1x3x(s*h)x(s*w) output each."""
+    """The DIRformer (on the restorer's backend, if any) on a batch of same-key items;
+    one 1x3x(s*h)x(s*w) output each."""
     if not work:
         return []
     keys = {w.key for w in work}
@@ -59,7 +60,7 @@ def run_tiles(restorer: DiffIRRestorer, work: Sequence[DiffIRWork]) -> list[torc
                          f"{sorted(keys, key=str)}")
     lq = torch.cat([w.lq for w in work]).to(restorer.device, torch.float32)
     ipr = torch.cat([w.ipr for w in work]).to(restorer.device, torch.float32)
-    return list(restorer.network.G(lq, ipr).float().split(1))
+    return list(restorer.dirformer(lq, ipr).float().split(1))
 
 
 class DiffIRJob:

@@ -55,7 +55,7 @@ def crop(tmp_path_factory):
 
 def restore_cli(crop, out, backend, capsys) -> tuple[np.ndarray, str]:
     code = main(["restore", str(crop), "-o", str(out), "--seed", "1", "-q",
-                 "--backend", backend])
+                 "--backend", backend, "--precision", "fp32"])
     stdout = capsys.readouterr().out
     assert code == 0, stdout
     return decode_image(out).pixels, stdout
@@ -103,9 +103,10 @@ def test_auto_on_this_cpu(demo_restorer, cache, caplog):
     assert "backend auto -> onnxruntime" in caplog.text and "CPU" in why
 
 
-def test_diffir_like_models_run_on_torch_only(demo_restorer):
+def test_other_families_run_on_torch_only(demo_restorer):
+    """A family without ONNX support (DiffIR's: tests/export/test_diffir_backends.py)."""
     other = demo_restorer.using(None)
-    other.family = "diffir"
+    other.family = "other"
     assert choose_backend(other)[0] == "torch"
     assert isinstance(create_backend("torch", other), TorchBackend)
     with pytest.raises(BackendUnavailable, match="torch backend only"):

@@ -1,0 +1,106 @@
+"""The torch backend's bf16 CPU path: fidelity against float32, precision ``auto``, and
+``resshift bench``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from export import backends
+from export.backends import SplitBackend, TorchBackend, create_backend, resolve_precision
+from model.cli import main as cli_main
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+@pytest.fixture(scope="module")
+def crop(data_dir) -> np.ndarray:
+    """A 48x48 centre crop of a RealSet80 photo (odd size: padding and cropping too)."""
+    from PIL import Image
+    path = sorted((data_dir / "realset80").iterdir())[0]
+    im = np.asarray(Image.open(path).convert("RGB"))
+    top, left = (im.shape[0] - 48) // 2, (im.shape[1] - 48) // 2
+    return np.ascontiguousarray(im[top:top + 48, left:left + 48])
+
+
+def _fidelity(restorer, image, precision: str) -> float:
+    fp32 = restorer.using(TorchBackend(restorer, "fp32")).restore(image, seed=3)
+    low = restorer.using(TorchBackend(restorer, precision)).restore(image, seed=3)
+    assert low.shape == fp32.shape
+    return psnr(low, fp32)
+
+
+def test_bf16_small_reference_within_40db(small_restorer, crop):
+    assert _fidelity(small_restorer, crop, "bf16") >= 40.0
+
+
+def test_bf16_demo_within_40db(demo_restorer, crop):
+    backend = TorchBackend(demo_restorer, "bf16")
+    assert backend.bf16_unet          # pixel space: no codebook, the UNet runs in bf16
+    assert _fidelity(demo_restorer, crop, "bf16") >= 40.0
+
+
+def test_bf16_keeps_latent_models_upstream_of_the_codebook_fp32(small_restorer):
+    backend = TorchBackend(small_restorer, "bf16")
+    assert (backend.bf16_unet, backend.bf16_encoder, backend.bf16_decoder) == (False, False, True)
+    z = torch.randn(1, 3, 16, 16)
+    out = backend.decode(z)
+    assert out.dtype == torch.float32 and out.is_contiguous() and torch.isfinite(out).all()
+    assert "decoder" in backend.describe()
+
+
+@pytest.mark.parametrize("flags, expected", [({"fpu", "amx_bf16", "amx_tile"}, "bf16"),
+                                             ({"fpu", "avx512_bf16"}, "bf16"),
+                                             ({"fpu", "avx512f"}, "fp32"), (set(), "fp32")])
+def test_precision_auto_follows_cpu_flags(monkeypatch, small_restorer, flags, expected):
+    monkeypatch.setattr(backends, "cpu_flags", lambda: set(flags))
+    assert resolve_precision("auto", torch.device("cpu"))[0] == expected
+    backend = create_backend("torch", small_restorer, precision="auto")
+    assert isinstance(backend, TorchBackend) and backend.precision == expected
+
+
+def test_precision_explicit_and_unknown(monkeypatch):
+    monkeypatch.setattr(backends, "cpu_flags", lambda: set())
+    assert resolve_precision("bf16", torch.device("cpu"))[0] == "bf16"
+    assert resolve_precision("auto", torch.device("cuda"))[0] == "fp32"
+    with pytest.raises(backends.BackendUnavailable, match="precision"):
+        resolve_precision("fp8", torch.device("cpu"))
+
+
+def test_onnxruntime_with_bf16_decodes_on_torch(small_restorer, tmp_path):
+    pytest.importorskip("onnxruntime")
+    backend = create_backend("onnxruntime", small_restorer, cache=tmp_path, precision="bf16")
+    assert isinstance(backend, SplitBackend)
+    assert backend.decoder.precision == "bf16" and backend.upstream.name == "onnxruntime"
+
+
+def test_bench_cli_writes_json(small_model_dir, tmp_path, capsys):
+    out, plot = tmp_path / "bench.json", tmp_path / "bench.svg"
+    rc = cli_main(["bench", "--model", str(small_model_dir), "--config", "torch-fp32",
+                   "torch-bf16", "--batch", "1", "2", "--tile", "64", "--json", str(out),
+                   "--plot", str(plot), "--threads", "1"])
+    assert rc == 0
+    result = json.loads(out.read_text())
+    assert result["threads"] == 1 and result["precision_auto"] in ("fp32", "bf16")
+    rows = result["rows"]
+    assert [(r["config"], r["batch"]) for r in rows] == [
+        ("torch-fp32", 1), ("torch-fp32", 2), ("torch-bf16", 1), ("torch-bf16", 2)]
+    for row in rows:
+        for key in ("encode_s", "unet_step_s", "decode_s", "total_s", "images_per_s",
+                    "unet_only_s", "unet_tiles_per_s"):
+            assert row[key] > 0
+        assert (row["lq"], row["out"], row["tile"]) == (64, 256, 64)
+    captured = capsys.readouterr()
+    assert "| torch-bf16 | 2 | 64 -> 256 |" in captured.out
+    assert "torch-fp32: batch 1, tile 64" in captured.err
+    assert plot.read_text().startswith("<svg") and "torch-bf16 t64" in plot.read_text()
+
+
+def test_bench_cli_rejects_unknown_config(small_model_dir):
+    assert cli_main(["bench", "--model", str(small_model_dir), "--config", "nope"]) == 2
