@@ -13,7 +13,7 @@ Lists and maps are written the way people type them in a shell::
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -42,6 +42,11 @@ class Settings(BaseSettings):
         "unit); None = the model default (64), 0 = never tile (no cross-size batching). "
         "DiffIR models run whole up to 256x256 LQ pixels and tile beyond")
     face_size: int = Field(default=512, ge=8, description="side the face task requires")
+    backend: Literal["torch", "onnxruntime", "tensorrt", "auto"] = Field(default="torch", description="what runs the networks: torch, "
+                         "onnxruntime, tensorrt or auto (export.backends; graphs are exported "
+                         "and checked at start-up when missing)")
+    precision: Literal["fp32", "bf16", "auto"] = Field(default="fp32", description="fp32, bf16 (CPUs with bf16: the "
+                           "VQGAN decoder) or auto")
 
     # -- batching and backpressure ---------------------------------------------------
     max_batch: int = Field(default=8, ge=1, description="latent tiles per UNet call")

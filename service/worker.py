@@ -135,6 +135,15 @@ class Worker(threading.Thread):
         self.state = "loading"
         for task, path in self.settings.models.items():
             restorer = model.load(path, device=self.device)
+            backend_name, precision = "torch", None
+            if self.settings.backend != "torch" or self.settings.precision != "fp32":
+                # the tiles of every request then run on that backend, batched as usual
+                from export.backends import create_backend
+                backend = create_backend(self.settings.backend, restorer, model_dir=path,
+                                         tile=self.settings.tile,
+                                         precision=self.settings.precision)
+                restorer = restorer.using(backend)
+                backend_name, precision = _backend_labels(backend)
             latent_tile = None
             if restorer.family == "resshift":
                 tiles = restorer.tile_options(self.settings.tile)
@@ -146,9 +155,9 @@ class Worker(threading.Thread):
                 task=task, name=name, family=restorer.family, kind=restorer.task,
                 scale=restorer.scale, steps=restorer.steps, needs_mask=restorer.needs_mask,
                 latent_tile=latent_tile, input_multiple=restorer.input_multiple,
-                backend="torch",
-                precision=str(next(net.parameters()).dtype).replace("torch.", ""))
-            self.metrics.model_info.labels(task, name, "torch",
+                backend=backend_name,
+                precision=precision or str(next(net.parameters()).dtype).replace("torch.", ""))
+            self.metrics.model_info.labels(task, name, backend_name,
                                            self.served[task].precision).set(1)
 
     def _warm_up(self) -> None:
@@ -329,6 +338,22 @@ class Worker(threading.Thread):
             return
         import torch
         self.metrics.gpu_memory.labels(self.device).set(torch.cuda.memory_allocated(self.device))
+
+
+def _backend_labels(backend) -> tuple[str, str]:
+    """(backend, precision) as /v1/models and resshift_model_info show them."""
+    kind = type(backend).__name__
+    name = {"TorchBackend": "torch", "OnnxRuntimeBackend": "onnxruntime",
+            "DiffIROnnxBackend": "onnxruntime", "TensorRTBackend": "tensorrt",
+            "SplitBackend": "onnxruntime+torch-decoder"}.get(kind, kind)
+    precision = getattr(backend, "precision", None)
+    if kind == "SplitBackend":
+        precision = "float32+bfloat16-decoder"
+    elif precision in (None, "fp32"):
+        precision = "float32"
+    elif precision.startswith("bf16"):
+        precision = "bfloat16"
+    return name, precision
 
 
 def _is_input_error(error: BaseException) -> bool:

@@ -1,0 +1,46 @@
+"""The service on another backend (RESSHIFT_BACKEND): same batching, same pixels as the
+model layer on that backend, and /v1/models + resshift_model_info say which runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import model
+
+from .conftest import decode, encode, form, metric, photo, running_app, settings_for
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+
+def test_onnxruntime_backend_serves_the_model_layer_pixels(model_dirs):
+    from export.backends import create_backend
+    pixels = [photo(16, 24, seed=i) for i in range(3)]
+    settings = settings_for({"sr": model_dirs["sr"]}, backend="onnxruntime", tile=16)
+    with running_app(settings) as c:
+        served = c.get("/v1/models").json()
+        entry = next(m for m in served["models"] if m["task"] == "sr")
+        assert (entry["backend"], entry["precision"]) == ("onnxruntime", "float32")
+        text = c.get("/metrics").text
+        assert metric(text, "resshift_model_info", task="sr", model="tiny-sr",
+                      backend="onnxruntime", precision="float32") == 1
+        responses = [c.post("/v1/restore", **form(encode(p), seed=i))
+                     for i, p in enumerate(pixels)]
+        # the tiles really ran in onnxruntime sessions, not in the torch modules
+        backend = c.app.state.services.scheduler.workers[0]._restorers["sr"].backend
+        assert type(backend).__name__ == "OnnxRuntimeBackend"
+        assert any(key.startswith("unet") for key in backend._sessions)
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+    restorer = model.load(model_dirs["sr"])
+    on_ort = restorer.using(create_backend("onnxruntime", restorer, model_dir=model_dirs["sr"]))
+    for i, (p, r) in enumerate(zip(pixels, responses)):
+        expected = on_ort.restore(p, seed=i, tile=16)
+        got = decode(r.content)
+        assert got.shape == expected.shape == (64, 96, 3)
+        assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_unknown_backend_setting_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="onnxruntime"):
+        settings_for({"sr": "demo"}, backend="cuda-magic")
