@@ -314,8 +314,9 @@ def add_export_parser(sub) -> None:
                "  resshift export onnx demo --out /tmp/demo-onnx")
     o.add_argument("model_dir", help="model directory (or a bundled name such as demo)")
     o.add_argument("--tile", type=int, nargs="+", action="extend", default=None, metavar="N",
-                   help="latent tile side(s) to export a UNet graph for, multiples of the "
-                        "model's window unit (default 64)")
+                   help="ResShift: latent tile side(s) to export a UNet graph for, multiples "
+                        "of the model's window unit (default 64); DiffIR: the one LQ size "
+                        "the dynamic graph is traced and checked at")
     o.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 to 20 (default 17)")
     o.add_argument("--out", help="output folder (default MODEL_DIR/onnx)")
     o.set_defaults(func=cmd_export_onnx)
@@ -437,7 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--mask", help="mask file or folder of masks (inpainting; white = fill)")
     r.add_argument("--seed", type=int, default=None, help="noise seed (default: random)")
     r.add_argument("--tile", type=int, default=None,
-                   help="latent tile side, a multiple of 64 (default 64; 0 = never tile)")
+                   help="ResShift: latent tile side, a multiple of 64 (default 64; 0 = never "
+                        "tile); DiffIR: tile side in LQ pixels (default: whole up to 256x256 "
+                        "LQ, 256-pixel tiles beyond; 0 = always whole)")
     r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     r.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "tensorrt"],
                    default="auto",
