@@ -41,6 +41,7 @@ import torch
 from model.sampler import Denoiser
 
 from .errors import BackendUnavailable
+from .store import OnnxStore
 
 log = logging.getLogger("resshift.export")
 
@@ -194,25 +195,21 @@ def ort_providers(device: torch.device) -> list[str]:
     return [CUDA_EP, CPU_EP] if cuda else [CPU_EP]
 
 
-class OnnxRuntimeBackend:
-    """onnxruntime sessions over the restorer's checked ONNX graphs (float32).
-
-    model_dir: where the restorer came from (its ``onnx/`` folder is used or filled);
-    None or a bundled / read-only model: the per-user cache (``export.paths``).
-    """
+class OrtSessions:
+    """onnxruntime sessions over a store that exports and checks graphs on demand, one
+    session per graph, opened on first use. Subclasses pick the store."""
 
     name = "onnxruntime"
+    store_class: type = OnnxStore     # subclasses with other graphs give their own store
 
     def __init__(self, restorer, model_dir: str | Path | None = None,
                  threads: Optional[int] = None, cache: Optional[Path] = None):
-        from .store import OnnxStore
-
         if importlib.util.find_spec("onnx") is None:
             raise BackendUnavailable(f"the onnxruntime backend exports graphs with the onnx "
                                      f"package; install with {ORT_INSTALL}")
         self.providers = ort_providers(restorer.device)
         self.restorer = restorer.using(None)
-        self.store = OnnxStore(self.restorer, model_dir, cache)
+        self.store = self.store_class(self.restorer, model_dir, cache)
         self.threads = threads
         self._sessions: dict[str, object] = {}
 
@@ -222,6 +219,16 @@ class OnnxRuntimeBackend:
         if key not in self._sessions:
             self._sessions[key] = OrtGraph(path_fn(), self.threads, self.providers)
         return self._sessions[key]
+
+
+class OnnxRuntimeBackend(OrtSessions):
+    """onnxruntime sessions over the restorer's checked ONNX graphs (float32).
+
+    model_dir: where the restorer came from (its ``onnx/`` folder is used or filled);
+    None or a bundled / read-only model: the per-user cache (``export.paths``).
+    """
+
+    store_class = OnnxStore
 
     def denoiser(self) -> Denoiser:
         from .ort import OnnxDenoiser

@@ -33,7 +33,7 @@ from typing import Optional
 
 import torch
 
-from .backends import CUDA_EP, ORT_INSTALL, ort_providers
+from .backends import CUDA_EP, ORT_INSTALL, OrtSessions, ort_providers
 from .diffir_graph import DIRFORMER_GRAPH, GRAPH_NAME, diffir_graph, dirformer_graph
 from .errors import BackendUnavailable
 from .manifest import weights_hash, write_manifest
@@ -83,7 +83,7 @@ class DiffIROnnxStore(OnnxStore):
         write_manifest(self.directory, m)
 
 
-class DiffIROnnxBackend:
+class DiffIROnnxBackend(OrtSessions):
     """onnxruntime sessions over a DiffIR model's two graphs (float32).
 
     ``forward(lq, noise)`` runs the whole model (``diffir_s2``); ``dirformer(lq, ipr)``
@@ -92,25 +92,7 @@ class DiffIROnnxBackend:
     for ``export.backends.OnnxRuntimeBackend``.
     """
 
-    name = "onnxruntime"
-
-    def __init__(self, restorer, model_dir: str | Path | None = None,
-                 threads: Optional[int] = None, cache: Optional[Path] = None):
-        if importlib.util.find_spec("onnx") is None:
-            raise BackendUnavailable(f"the onnxruntime backend exports graphs with the onnx "
-                                     f"package; install with {ORT_INSTALL}")
-        self.providers = ort_providers(restorer.device)
-        self.restorer = restorer.using(None)
-        self.store = DiffIROnnxStore(self.restorer, model_dir, cache)
-        self.threads = threads
-        self._sessions: dict[str, object] = {}
-
-    def _session(self, name: str, path_fn):
-        from .ort import OrtGraph
-
-        if name not in self._sessions:
-            self._sessions[name] = OrtGraph(path_fn(), self.threads, self.providers)
-        return self._sessions[name]
+    store_class = DiffIROnnxStore
 
     def forward(self, lq: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Padded LQ (B, 3, h, w) in [0, 1] and prior draw (B, 256) -> SR (B, 3, sh, sw)."""
