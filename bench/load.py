@@ -170,46 +170,17 @@ def table(levels: list[Level]) -> str:
 
 def svg_plot(levels: list[Level], path: Path) -> None:
     """Latency p50 (solid) and p95 (dashed) against concurrency, one colour per config."""
-    width, height, pad = 640, 400, 60
+    from export.charts import Line, write_line_chart
     labels = list(dict.fromkeys(lv.label for lv in levels))
-    xs = sorted({lv.concurrency for lv in levels})
-    top = max(max(lv.p95_s for lv in levels if lv.ok), 1e-3) * 1.1
-
-    def px(c: int) -> float:
-        span = max(len(xs) - 1, 1)
-        return pad + (width - 2 * pad) * (xs.index(c) / span)
-
-    def py(v: float) -> float:
-        return height - pad - (height - 2 * pad) * v / top
-    colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             'font-family="sans-serif" font-size="12">',
-             f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" '
-             'stroke="black"/>',
-             f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="black"/>',
-             f'<text x="{width / 2}" y="{height - 15}" text-anchor="middle">concurrent clients'
-             '</text>',
-             f'<text x="15" y="{height / 2}" transform="rotate(-90 15 {height / 2})" '
-             'text-anchor="middle">latency (s): p50 solid, p95 dashed</text>']
-    for c in xs:
-        parts.append(f'<text x="{px(c)}" y="{height - pad + 18}" text-anchor="middle">{c}</text>')
-    for k in range(5):
-        v = top * k / 4
-        parts.append(f'<text x="{pad - 6}" y="{py(v) + 4}" text-anchor="end">{v:.1f}</text>')
+    lines = []
     for i, label in enumerate(labels):
-        colour = colours[i % len(colours)]
-        mine = sorted((lv for lv in levels if lv.label == label and lv.ok),
-                      key=lambda lv: lv.concurrency)
-        for field, dash in (("p50_s", ""), ("p95_s", ' stroke-dasharray="6 4"')):
-            points = " ".join(f"{px(lv.concurrency):.1f},{py(getattr(lv, field)):.1f}"
-                              for lv in mine)
-            parts.append(f'<polyline points="{points}" fill="none" stroke="{colour}" '
-                         f'stroke-width="2"{dash}/>')
-        parts.append(f'<text x="{width - pad - 140}" y="{pad + 16 * i}" fill="{colour}">'
-                     f'{label}</text>')
-    parts.append("</svg>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts) + "\n")
+        mine = [lv for lv in levels if lv.label == label and lv.ok]
+        for field, dashed in (("p50_s", False), ("p95_s", True)):
+            lines.append(Line(i, label, [(lv.concurrency, getattr(lv, field)) for lv in mine],
+                              dashed=dashed))
+    top = max(max(lv.p95_s for lv in levels if lv.ok), 1e-3) * 1.1
+    write_line_chart(path, lines, sorted({lv.concurrency for lv in levels}),
+                     "concurrent clients", "latency (s): p50 solid, p95 dashed", top)
 
 
 class Server:

@@ -158,46 +158,15 @@ def markdown(rows: Sequence[BenchRow]) -> str:
 
 def svg_plot(rows: Sequence[BenchRow], path: Path) -> None:
     """End-to-end latency against batch size, one line per configuration and tile."""
-    width, height, pad = 640, 400, 60
+    from .charts import Line, write_line_chart
     series: dict[str, list[BenchRow]] = {}
     for r in rows:
         series.setdefault(f"{r.config} t{r.tile}", []).append(r)
-    xs = sorted({r.batch for r in rows})
+    lines = [Line(i, label, [(r.batch, r.total_s) for r in mine], markers=True)
+             for i, (label, mine) in enumerate(series.items())]
     top = max([r.total_s for r in rows] + [1e-3]) * 1.1
-
-    def px(b: int) -> float:
-        return pad + (width - 2 * pad) * (xs.index(b) / max(len(xs) - 1, 1))
-
-    def py(v: float) -> float:
-        return height - pad - (height - 2 * pad) * v / top
-    colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             'font-family="sans-serif" font-size="12">',
-             f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" '
-             'stroke="black"/>',
-             f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="black"/>',
-             f'<text x="{width / 2}" y="{height - 15}" text-anchor="middle">batch size</text>',
-             f'<text x="15" y="{height / 2}" transform="rotate(-90 15 {height / 2})" '
-             'text-anchor="middle">end-to-end latency per batch (s)</text>']
-    for b in xs:
-        parts.append(f'<text x="{px(b)}" y="{height - pad + 18}" text-anchor="middle">{b}</text>')
-    for k in range(5):
-        v = top * k / 4
-        parts.append(f'<text x="{pad - 6}" y="{py(v) + 4}" text-anchor="end">{v:.1f}</text>')
-    for i, (label, mine) in enumerate(series.items()):
-        colour = colours[i % len(colours)]
-        mine = sorted(mine, key=lambda r: r.batch)
-        points = " ".join(f"{px(r.batch):.1f},{py(r.total_s):.1f}" for r in mine)
-        parts.append(f'<polyline points="{points}" fill="none" stroke="{colour}" '
-                     'stroke-width="2"/>')
-        for r in mine:
-            parts.append(f'<circle cx="{px(r.batch):.1f}" cy="{py(r.total_s):.1f}" r="3" '
-                         f'fill="{colour}"/>')
-        parts.append(f'<text x="{width - pad - 170}" y="{pad + 16 * i}" fill="{colour}">'
-                     f'{label}</text>')
-    parts.append("</svg>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts) + "\n")
+    write_line_chart(path, lines, sorted({r.batch for r in rows}), "batch size",
+                     "end-to-end latency per batch (s)", top, legend_width=170)
 
 
 def rows_json(rows: Sequence[BenchRow]) -> list[dict]:
