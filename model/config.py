@@ -196,12 +196,19 @@ def load_config(spec: str | Path | dict) -> ModelConfig:
     if not path.is_file():
         raise ConfigError(f"{text!r} is neither a preset ({', '.join(PRESET_NAMES)}) "
                           "nor a config file that exists")
+    data = read_yaml_mapping(path)
+    if "format_version" in data or "unet" in data:
+        return ModelConfig.from_dict(data)
+    return config_from_official(data, name=path.stem)
+
+
+def read_yaml_mapping(path: Path) -> dict:
+    """A YAML (or JSON) file that must hold a mapping: its dict, or a ConfigError naming
+    the file and what is wrong."""
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(Path(path).read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML/JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path} does not hold a mapping")
-    if "format_version" in data or "unet" in data:
-        return ModelConfig.from_dict(data)
-    return config_from_official(data, name=path.stem)
+    return data

@@ -14,8 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-import yaml
-
+from ..config import read_yaml_mapping
 from ..errors import ConfigError
 
 LayerNormType = Literal["BiasFree", "WithBias"]
@@ -96,13 +95,7 @@ def load_diffir_config(spec: DiffIRConfig | Mapping | str | Path) -> DiffIRConfi
     path = Path(spec)
     if not path.is_file():
         raise ConfigError(f"DiffIR config {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{path} does not hold a mapping")
-    return config_from_official(data)
+    return config_from_official(read_yaml_mapping(path))
 
 
 def config_from_official(data: Mapping) -> DiffIRConfig:

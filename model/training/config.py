@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-import yaml
-
+from ..config import read_yaml_mapping
 from ..errors import ConfigError
 
 
@@ -144,8 +143,4 @@ def load_train_config(path: str | Path) -> TrainConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"training config {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-    return TrainConfig.from_dict(raw, source_path=str(path))
+    return TrainConfig.from_dict(read_yaml_mapping(path), source_path=str(path))
