@@ -27,13 +27,8 @@ sys.path.insert(0, str(REPO))
 
 
 def full_size_restorer(preset: str = "realsr_v3", device: str = "cpu"):
-    from model.config import config_from_preset
-    from model.directory import build_networks
-    from model.restorer import Restorer
-    torch.manual_seed(0)
-    cfg = config_from_preset(preset)
-    unet, ae = build_networks(cfg)
-    return Restorer(cfg, unet, ae, device)
+    from export.bench import random_restorer
+    return random_restorer(preset, device)
 
 
 def full_size_diffir(preset: str = "realsr_x4", device: str = "cpu", shared: Path = None):

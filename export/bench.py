@@ -54,16 +54,22 @@ class BenchRow:
     unet_tiles_per_s: float
 
 
+def random_restorer(preset: str = "realsr_v3", device: str = "cpu"):
+    """A preset's full-size architecture with seeded random weights (speed does not
+    depend on the weights)."""
+    from model.config import config_from_preset
+    from model.directory import build_networks
+    from model.restorer import Restorer
+    torch.manual_seed(0)
+    cfg = config_from_preset(preset)
+    unet, ae = build_networks(cfg)
+    return Restorer(cfg, unet, ae, device)
+
+
 def load_restorer(spec: str, device: str = "cpu"):
     """A model directory, a bundled name, or ``realsr_v3-random``."""
     if spec == RANDOM_MODEL:
-        from model.config import config_from_preset
-        from model.directory import build_networks
-        from model.restorer import Restorer
-        torch.manual_seed(0)
-        cfg = config_from_preset("realsr_v3")
-        unet, ae = build_networks(cfg)
-        return Restorer(cfg, unet, ae, device)
+        return random_restorer("realsr_v3", device)
     import model
     return model.load(spec, device=device)
 

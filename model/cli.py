@@ -334,7 +334,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
     from export.backends import cpu_flags, resolve_precision
-    from export.bench import CONFIGS, load_restorer, markdown, rows_json, run_bench, svg_plot
+    from export.bench import (CONFIGS, RANDOM_MODEL, load_restorer, markdown, rows_json,
+                              run_bench, svg_plot)
     from export.errors import BackendUnavailable
     from model.errors import ModelError
 
@@ -359,7 +360,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     progress(f"bench {args.model}: configs {', '.join(args.config)}, batch "
              f"{', '.join(map(str, args.batch))}, tile {', '.join(map(str, args.tile))}, "
              f"{torch.get_num_threads()} thread(s), best of {args.repeat}")
-    model_dir = None if args.model == "realsr_v3-random" else args.model
+    model_dir = None if args.model == RANDOM_MODEL else args.model
     try:
         rows = run_bench(restorer, args.config, args.batch, args.tile, args.repeat,
                          model_dir=model_dir, progress=progress)
