@@ -342,18 +342,14 @@ class Worker(threading.Thread):
 
 def _backend_labels(backend) -> tuple[str, str]:
     """(backend, precision) as /v1/models and resshift_model_info show them."""
-    kind = type(backend).__name__
-    name = {"TorchBackend": "torch", "OnnxRuntimeBackend": "onnxruntime",
-            "DiffIROnnxBackend": "onnxruntime", "TensorRTBackend": "tensorrt",
-            "SplitBackend": "onnxruntime+torch-decoder"}.get(kind, kind)
     precision = getattr(backend, "precision", None)
-    if kind == "SplitBackend":
+    if backend.name == "split":          # onnxruntime float32 + a torch bf16 decoder
         precision = "float32+bfloat16-decoder"
     elif precision in (None, "fp32"):
         precision = "float32"
     elif precision.startswith("bf16"):
         precision = "bfloat16"
-    return name, precision
+    return backend.name, precision
 
 
 def _is_input_error(error: BaseException) -> bool:
