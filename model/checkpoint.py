@@ -36,7 +36,15 @@ def read_state_dict(source: str | Path | Mapping) -> StateDict:
             else:
                 state = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any reader failure is the file's fault
-            raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+            # torch's own text for a garbage file suggests weights_only=False, which is
+            # the wrong advice for a corrupt download: say what the file is instead.
+            size = path.stat().st_size
+            what = ("it is empty" if size == 0 else
+                    f"it is not a readable PyTorch or safetensors checkpoint ({size} bytes: "
+                    "corrupt, truncated, or another format)")
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            detail = type(exc).__name__ + (f": {first}" if first and len(first) < 120 else "")
+            raise CheckpointError(f"cannot read checkpoint {path}: {what} [{detail}]") from exc
     return normalize_state_dict(state)
 
 

@@ -208,3 +208,15 @@ def _random_restorer(official):
     cfg = config_from_official(official)
     unet, ae = build_networks(cfg)
     return Restorer(cfg, unet, ae)
+
+
+@pytest.mark.parametrize("content, says", [(b"", "it is empty"),
+                                           (b"garbage!", "not a readable PyTorch"),
+                                           (b"PK\x03\x04" + b"\0" * 64, "corrupt, truncated")])
+def test_unreadable_checkpoint_files_say_what_is_wrong(tmp_path, content, says):
+    from model.checkpoint import read_state_dict
+    path = tmp_path / "weights.pth"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=says) as err:
+        read_state_dict(path)
+    assert "weights_only" not in str(err.value)      # not torch's advice to unpickle anyway
