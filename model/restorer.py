@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -45,6 +45,16 @@ class TileOptions:
     vae_tile: int = 512          # pixels (encode input / decode output)
     vae_overlap: int = 64        # pixels
     max_batch: int = 4
+
+
+class Prepared(NamedTuple):
+    """A request's tensors (``Restorer.prepare``): LQ and mask at the image's size, and
+    padded to the input multiple (mask in [-1, 1] there); masks are None without one."""
+
+    lq: torch.Tensor
+    mask: Optional[torch.Tensor]
+    padded: torch.Tensor
+    padded_mask: Optional[torch.Tensor]
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -285,20 +295,14 @@ class Restorer:
         return TileOptions(latent_tile=side, latent_overlap=max(8, side // 4),
                            vae_tile=max(512, side * self.factor))
 
-    @torch.no_grad()
-    def restore(self, image: np.ndarray, mask: Optional[np.ndarray] = None,
-                seed: Optional[int] = None, tile: Optional[int] = None,
-                progress: Optional[Progress] = None) -> np.ndarray:
-        """Restore an HxWx3 uint8 RGB image end to end; returns (sf*H)x(sf*W)x3 uint8.
-
-        mask: HxW bool (True = fill), required by inpainting models. seed: the noise
-        seed (random when None). tile: latent tile side (None default, 0 = untiled).
-        """
+    def prepare(self, image: np.ndarray, mask: Optional[np.ndarray] = None) -> "Prepared":
+        """Check and convert a request's pixels: the LQ in [-1, 1], the mask (1 = fill),
+        and both padded to the input multiple (the mask in the sampler's [-1, 1]). Used by
+        ``restore`` and by the service's step-by-step ``TiledJob``."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise InputImageError(f"expected an HxWx3 uint8 RGB array, got {image.dtype} "
                                   f"{image.shape}")
         h, w = image.shape[:2]
-        tiles = self.tile_options(tile)
         lq = to_model_range(image, self.device)
         mask_t = None
         if self.config.needs_mask:
@@ -311,6 +315,20 @@ class Restorer:
         padded = pad_to_multiple(lq, self.config.input_multiple)
         mask_pad = pad_to_multiple(mask_t, self.config.input_multiple) * 2 - 1 \
             if mask_t is not None else None
+        return Prepared(lq, mask_t, padded, mask_pad)
+
+    @torch.no_grad()
+    def restore(self, image: np.ndarray, mask: Optional[np.ndarray] = None,
+                seed: Optional[int] = None, tile: Optional[int] = None,
+                progress: Optional[Progress] = None) -> np.ndarray:
+        """Restore an HxWx3 uint8 RGB image end to end; returns (sf*H)x(sf*W)x3 uint8.
+
+        mask: HxW bool (True = fill), required by inpainting models. seed: the noise
+        seed (random when None). tile: latent tile side (None default, 0 = untiled).
+        """
+        lq, mask_t, padded, mask_pad = self.prepare(image, mask)
+        h, w = image.shape[:2]
+        tiles = self.tile_options(tile)
         generator = torch.Generator().manual_seed(
             int(seed) if seed is not None else int(torch.seed() % 2**63))
 

@@ -29,8 +29,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .errors import InputImageError
-from .restorer import Restorer, TileOptions, pad_to_multiple, to_model_range, to_uint8
+from .restorer import Restorer, TileOptions, to_uint8
 from .sampler import draw_noises, posterior_step, prior_sample
 from .tiling import TilePlan, plan_tiles, ramp_weights
 
@@ -91,28 +90,13 @@ class TiledJob:
 
     def __init__(self, restorer: Restorer, image: np.ndarray, mask: Optional[np.ndarray] = None,
                  seed: Optional[int] = None, tile: Optional[int] = None):
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise InputImageError(f"expected an HxWx3 uint8 RGB array, got {image.dtype} "
-                                  f"{image.shape}")
+        prepared = restorer.prepare(image, mask)
         self.restorer = restorer
         self.height, self.width = image.shape[:2]
         self.tiles: Optional[TileOptions] = restorer.tile_options(tile)
         self.seed = int(seed) if seed is not None else secrets.randbits(63)
-        cfg = restorer.config
-        self._lq = to_model_range(image, restorer.device)
-        self._mask: Optional[torch.Tensor] = None
-        if cfg.needs_mask:
-            if mask is None:
-                raise InputImageError("this inpainting model needs a mask (white = area to fill)")
-            if mask.shape != (self.height, self.width):
-                raise InputImageError(f"the mask is {mask.shape[1]}x{mask.shape[0]} but the "
-                                      f"image is {self.width}x{self.height}; send a mask of "
-                                      "the image's size")
-            self._mask = torch.from_numpy(mask.astype(np.float32))[None, None].to(restorer.device)
-        self._padded = pad_to_multiple(self._lq, cfg.input_multiple)
-        # The sampler's mask convention: [-1, 1], 1 = fill (see Restorer.sample).
-        self._mask_in = (pad_to_multiple(self._mask, cfg.input_multiple) * 2 - 1
-                         if self._mask is not None else None)
+        self._lq, self._mask = prepared.lq, prepared.mask
+        self._padded, self._mask_in = prepared.padded, prepared.padded_mask
         self._generator = torch.Generator().manual_seed(self.seed)
         self._x: Optional[torch.Tensor] = None
         self._noises: list[torch.Tensor] = []
