@@ -212,11 +212,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from service.settings import Settings
 
     try:
-        settings = Settings()
+        settings = Settings(**({"role": args.role} if args.role else {}))
     except ValidationError as exc:
         log.error("invalid RESSHIFT_* settings:\n%s", exc)
         return 2
-    missing = _missing_models(settings.models)
+    # the api role loads no model: workers announce theirs through Redis
+    missing = _missing_models(settings.models) if settings.role != "api" else []
     if missing:
         log.error("cannot serve: %s.\nSet RESSHIFT_MODELS to task=model_dir pairs, e.g.\n"
                   "  RESSHIFT_MODELS=sr=models/realsr_v3,inpaint=models/inpaint_imagenet "
@@ -226,9 +227,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.app import create_app
-    log.info("serving %s on http://%s:%d (devices %s)",
-             ", ".join(f"{t}={p}" for t, p in settings.models.items()), args.host, args.port,
-             ",".join(settings.devices))
+    if settings.role == "api":
+        log.info("API on http://%s:%d, jobs go to Redis (%s)", args.host, args.port,
+                 settings.redis_prefix)
+    else:
+        log.info("%s %s on http://%s:%d (devices %s)",
+                 "serving" if settings.role == "all" else "worker for",
+                 ", ".join(f"{t}={p}" for t, p in settings.models.items()), args.host,
+                 args.port, ",".join(settings.devices))
     uvicorn.run(create_app(settings), host=args.host, port=args.port,
                 log_level="debug" if args.verbose else "info",
                 timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None)
@@ -242,12 +248,17 @@ def add_serve_parser(sub) -> None:
                               "  RESSHIFT_MODELS=sr=models/realsr_v3 resshift serve --port 8080\n"
                               "  RESSHIFT_MODELS=sr=models/realsr_v3,inpaint=models/inpaint "
                               "RESSHIFT_DEVICES=cuda:0 \\\n      resshift serve --host 0.0.0.0\n"
+                              "  RESSHIFT_REDIS_URL=redis://redis:6379/0 resshift serve --role api\n"
+                              "  RESSHIFT_REDIS_URL=redis://redis:6379/0 RESSHIFT_DEVICES=cuda:0 "
+                              "resshift serve --role worker --port 8001\n"
                               "settings: docs/service.md (RESSHIFT_MAX_BATCH, RESSHIFT_API_KEYS...)")
     v.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     v.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    v.add_argument("--role", choices=["all"], default="all",
-                   help="all: HTTP and workers in one process (the api/worker split over "
-                        "Redis comes with scale-out)")
+    v.add_argument("--role", choices=["all", "api", "worker"], default=None,
+                   help="all (default, or RESSHIFT_ROLE): HTTP and workers in one process. "
+                        "With RESSHIFT_REDIS_URL: api validates requests and queues them on "
+                        "Redis; worker runs them on its devices (its HTTP serves only "
+                        "/healthz, /readyz, /metrics). See docs/deploy.md")
     v.set_defaults(func=cmd_serve)
 
 

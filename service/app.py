@@ -32,12 +32,26 @@ from .settings import Settings
 log = logging.getLogger("resshift.service")
 
 
+def _scheduler(settings: Settings, metrics: Metrics) -> Scheduler:
+    """all: in-process workers. api/worker: meet in Redis (service.remote, service.pump)."""
+    if settings.role == "all":
+        return Scheduler(settings, metrics)
+    from .pump import WorkerScheduler
+    from .queue_metrics import StreamCollector
+    from .redis_queue import RedisQueue
+    from .remote import RemoteScheduler, queue_config
+    queue = RedisQueue(settings.redis_url, queue_config(settings))
+    metrics.registry.register(StreamCollector(queue))
+    cls = RemoteScheduler if settings.role == "api" else WorkerScheduler
+    return cls(settings, metrics, queue)
+
+
 def create_app(settings: Optional[Settings] = None) -> FastAPI:
     """Build the app. ``settings`` defaults to ``Settings()`` (the environment)."""
     settings = settings or Settings()
     metrics = Metrics()
-    svc = Services(settings=settings, metrics=metrics, scheduler=Scheduler(settings, metrics),
-                   jobs=JobStore(settings.job_ttl_s))
+    svc = Services(settings=settings, metrics=metrics,
+                   scheduler=_scheduler(settings, metrics), jobs=JobStore(settings.job_ttl_s))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -63,10 +77,11 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
     for exc_type in (ServiceError, ModelError, RequestValidationError, StarletteHTTPException):
         app.add_exception_handler(exc_type, handle)
 
-    app.include_router(restore.router)
-    app.include_router(jobs.router)
+    if settings.role != "worker":       # a worker's HTTP is for probes and /metrics only
+        app.include_router(restore.router)
+        app.include_router(jobs.router)
+        app.include_router(ui.router)
     app.include_router(ops.router)
-    app.include_router(ui.router)
     # Starlette puts the last added middleware outermost: ids wrap the body limit, so
     # a 413 from the limit carries X-Request-Id too.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

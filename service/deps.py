@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from fastapi import Depends, Request
 
-from .errors import NotReady, Unauthorized
+from .errors import Unauthorized
 from .jobs import JobStore
 from .metrics import Metrics
 from .scheduler import Scheduler
@@ -55,6 +55,6 @@ def require_metrics_key(request: Request, svc: Services = Depends(services)) -> 
 
 
 def require_ready(svc: Services = Depends(services)) -> None:
-    ready, detail = svc.scheduler.readiness()
-    if not ready:
-        raise NotReady(f"not ready: {detail}; retry shortly")
+    error = svc.scheduler.unavailable()
+    if error is not None:
+        raise error

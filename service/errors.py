@@ -112,6 +112,15 @@ class InferenceFailed(ServiceError):
     """The worker hit an unexpected error on this request (the worker lives on)."""
 
 
+class RemoteError(ServiceError):
+    """A job failed in a worker process (Redis mode). It carries the status and code the
+    worker's own typed error had, so a client sees what the embedded mode would give."""
+
+    def __init__(self, message: str, status: int = 500, code: str = "inference_failed"):
+        super().__init__(message, code=code)
+        self.status = status
+
+
 # The one mapping: error type -> (HTTP status, error code). Looked up along the MRO, so
 # a subclass inherits its parent's row unless it has its own.
 _STATUS: dict[type, tuple[int, str]] = {
@@ -146,6 +155,8 @@ def status_and_code(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, StarletteHTTPException):
         return exc.status_code, {404: "not_found", 405: "method_not_allowed"}.get(
             exc.status_code, "http_error")
+    if isinstance(exc, RemoteError):
+        return exc.status, exc.code_override or "inference_failed"
     for cls in type(exc).__mro__:
         if cls in _STATUS:
             status, code = _STATUS[cls]

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
+import numpy as np
+
 from starlette.concurrency import run_in_threadpool
 
 from model.imageio import encode_image
@@ -21,6 +23,14 @@ from .errors import (Canceled, JobNotFinished, JobNotFound, JobNotSucceeded, Ser
                      status_and_code)
 from .scheduler import WorkItem
 from .schemas import ErrorDetail, JobOut, JobState
+
+
+async def encoded(result: "np.ndarray | bytes", output_format: str) -> bytes:
+    """The response body: pixels are encoded here (in a thread); bytes come encoded
+    already from a worker process (Redis mode)."""
+    if isinstance(result, bytes):
+        return result
+    return await run_in_threadpool(encode_image, result, output_format)
 
 
 @dataclass
@@ -72,9 +82,8 @@ class JobStore:
 
     async def _complete(self, job: Job) -> None:
         try:
-            pixels = await asyncio.wrap_future(job.item.future)
-            job.result = await run_in_threadpool(
-                encode_image, pixels, job.item.request.output_format)
+            result = await asyncio.wrap_future(job.item.future)
+            job.result = await encoded(result, job.item.request.output_format)
         except Exception as exc:
             status, code = status_and_code(exc)
             message = str(exc) if isinstance(exc, ServiceError) or status < 500 else \

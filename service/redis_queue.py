@@ -44,6 +44,8 @@ Key layout (all under ``prefix``, default ``resshift:``)::
     {prefix}result:{job_id}       hash: status, data, meta (JSON), error, attempts (result_ttl_s)
     {prefix}notify:{job_id}       list a finisher pushes to; waiters BLPOP it (result_ttl_s)
     {prefix}idem:{key}            job id of the first submission with that key (result_ttl_s)
+    {prefix}cancel:{job_id}       set when the caller gave up; workers drop the job
+    {prefix}workers               hash: consumer name -> JSON {"seen": unix time, "info": ...}
 
 Every Redis connection or timeout error surfaces as ``QueueUnavailable`` (a 503 through
 ``service.errors``); the client reconnects on the next call, so service resumes by
@@ -304,6 +306,13 @@ class RedisQueue:
                          data=h["data"] if ok else None, meta=json.loads(h["meta"] or b"{}"),
                          error=None if ok else _s(h["error"]), attempts=int(h["attempts"]))
 
+    def job_exists(self, job_id: str, blob_names: "tuple[str, ...]") -> bool:
+        """Whether Redis still knows the job: its result, or one of its input blobs (a
+        Redis restarted without persistence knows neither)."""
+        keys = [self._key("result", job_id), *(self._key("blob", job_id, n) for n in blob_names)]
+        with self._guard():
+            return bool(self._r.exists(*keys))
+
     def wait_result(self, job_id: str, timeout_s: float) -> JobResult:
         """Block until the job finishes (done or failed); ``ResultTimeout`` after timeout_s.
 
@@ -413,7 +422,8 @@ class RedisQueue:
         with self._guard():
             return self._finish(entry, "done", data=result, meta=meta)
 
-    def fail(self, entry: Entry, error: str, retry: bool = True) -> bool:
+    def fail(self, entry: Entry, error: str, retry: bool = True,
+             meta: Optional[Mapping[str, Any]] = None) -> bool:
         """End an attempt with ``error``. Returns True if the job was queued again.
 
         With ``retry`` and attempts left, the job is re-queued at once as a new entry
@@ -423,21 +433,106 @@ class RedisQueue:
         """
         with self._guard():
             if not retry:
-                self._finish(entry, "failed", error=error)
+                self._finish(entry, "failed", error=error, meta=meta)
                 return False
             if entry.attempt >= self.config.max_attempts:
-                self._dead_letter(entry, f"gave up after {entry.attempt} attempts; "
-                                         f"last error: {error}")
+                self._finish(entry, "failed", error=f"gave up after {entry.attempt} "
+                             f"attempts; last error: {error}", meta=meta, dead=True)
                 return False
-            pipe = self._r.pipeline(transaction=True)
-            pipe.xack(self.stream, self.config.group, entry.entry_id)
-            pipe.xdel(self.stream, entry.entry_id)
-            pipe.xadd(self.stream, {
-                "job_id": entry.job_id, "payload": json.dumps(entry.payload),
-                "blobs": json.dumps(entry.blob_keys), "idem": entry.idem,
-                "base_attempts": str(entry.attempt), "last_error": error})
-            pipe.execute()
+            self._requeue(entry, base_attempts=entry.attempt, last_error=error)
             return True
+
+    def release(self, entry: Entry, reason: str) -> None:
+        """Give a job back without counting an attempt (a worker shutting down cleanly):
+        it is queued again at once for another worker."""
+        with self._guard():
+            self._requeue(entry, base_attempts=entry.attempt - 1,
+                          last_error=entry.last_error or reason)
+
+    def _requeue(self, entry: Entry, base_attempts: int, last_error: str) -> None:
+        pipe = self._r.pipeline(transaction=True)
+        pipe.xack(self.stream, self.config.group, entry.entry_id)
+        pipe.xdel(self.stream, entry.entry_id)
+        pipe.xadd(self.stream, {
+            "job_id": entry.job_id, "payload": json.dumps(entry.payload),
+            "blobs": json.dumps(entry.blob_keys), "idem": entry.idem,
+            "base_attempts": str(max(0, base_attempts)), "last_error": last_error})
+        pipe.execute()
+
+    def renew(self, consumer: str, entries: "list[Entry]") -> int:
+        """Reset the idle time of ``consumer``'s entries so a long job is not taken over
+        while its worker lives. Only entries this consumer still owns are touched (one
+        already reclaimed by another worker stays there). Returns how many were renewed.
+
+        XCLAIM with JUSTID does not raise the delivery counter, so renewing never counts
+        as an attempt.
+        """
+        if not entries:
+            return 0
+        wanted = {e.entry_id for e in entries}
+        with self._guard():
+            owned = self._r.xpending_range(self.stream, self.config.group, min="-", max="+",
+                                           count=max(100, 2 * len(wanted)),
+                                           consumername=consumer)
+            ids = [p["message_id"] for p in owned if _s(p["message_id"]) in wanted]
+            if not ids:
+                return 0
+            return len(self._r.xclaim(self.stream, self.config.group, consumer,
+                                      min_idle_time=0, message_ids=ids, justid=True))
+
+    # -- cancellation ------------------------------------------------------------------------
+    def cancel(self, job_id: str) -> None:
+        """Mark a job as abandoned by its caller; a worker holding it drops it."""
+        with self._guard():
+            self._r.set(self._key("cancel", job_id), b"1",
+                        px=int(self.config.result_ttl_s * 1000))
+
+    def canceled(self, job_ids: "list[str]") -> set[str]:
+        """Which of ``job_ids`` were canceled."""
+        if not job_ids:
+            return set()
+        with self._guard():
+            flags = self._r.mget([self._key("cancel", j) for j in job_ids])
+        return {j for j, f in zip(job_ids, flags) if f}
+
+    # -- presence ------------------------------------------------------------------------------
+    def announce(self, consumer: str, info: Mapping[str, Any]) -> None:
+        """Record that ``consumer`` is alive, with what it serves (called every few s)."""
+        with self._guard():
+            now = self._r.time()
+            self._r.hset(self._key("workers"), consumer, json.dumps(
+                {"seen": now[0] + now[1] / 1e6, "info": dict(info)}))
+
+    def retire(self, consumer: str) -> None:
+        """Remove ``consumer`` from the presence hash and, if it holds no entries, from
+        the group (a clean shutdown). A consumer that still holds entries stays in the
+        group: deleting it would drop them from the pending list, where nobody could
+        reclaim them."""
+        with self._guard():
+            self._r.hdel(self._key("workers"), consumer)
+            with contextlib.suppress(redis.ResponseError):
+                held = self._r.xpending_range(self.stream, self.config.group, min="-",
+                                              max="+", count=1, consumername=consumer)
+                if not held:
+                    self._r.xgroup_delconsumer(self.stream, self.config.group, consumer)
+
+    def workers(self, max_age_s: float = 30.0) -> dict[str, dict[str, Any]]:
+        """consumer -> info of workers seen within ``max_age_s`` (Redis clock); older
+        records are deleted."""
+        with self._guard():
+            now = self._r.time()
+            raw = self._r.hgetall(self._key("workers"))
+            t = now[0] + now[1] / 1e6
+            out, stale = {}, []
+            for name, value in raw.items():
+                rec = json.loads(value)
+                if t - rec["seen"] <= max_age_s:
+                    out[_s(name)] = rec["info"]
+                elif t - rec["seen"] > 10 * max_age_s:
+                    stale.append(name)
+            if stale:
+                self._r.hdel(self._key("workers"), *stale)
+        return out
 
     def _dead_letter(self, entry: Entry, error: str) -> bool:
         return self._finish(entry, "failed", error=error, dead=True)

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 
@@ -47,6 +47,8 @@ class WorkItem:
         self.finished_at: Optional[float] = None
         self._abandon: Optional[ServiceError] = None
         self.worker: Optional["Worker"] = None
+        self.on_cancel: Optional[Callable[[], None]] = None   # remote mode: tell Redis
+        self.replayed = False          # remote mode: an idempotent duplicate's stored result
 
     def abandon_reason(self, now: float) -> Optional[ServiceError]:
         """Why the worker should drop this item now (canceled, past deadline), or None."""
@@ -63,6 +65,8 @@ class WorkItem:
             self._abandon = error
         if self.worker is not None:
             self.worker.wake()
+        if self.on_cancel is not None:
+            self.on_cancel()
 
     # -- resolution (worker thread) -------------------------------------------------------
     def succeed(self, pixels: np.ndarray) -> None:
@@ -135,6 +139,11 @@ class Scheduler:
                 return False, f"worker {w.device}: {w.state}"
         return True, f"{len(self.workers)} worker(s) ready"
 
+    def unavailable(self) -> Optional[ServiceError]:
+        """The error new work gets now (503), or None when ready."""
+        ready, detail = self.readiness()
+        return None if ready else NotReady(f"not ready: {detail}; retry shortly")
+
     @property
     def served(self) -> dict[str, ServedModel]:
         if not self.ready:
@@ -146,8 +155,12 @@ class Scheduler:
         return self._inflight
 
     # -- work ------------------------------------------------------------------------------
-    def submit(self, request: ValidatedRequest, timeout_s: float) -> WorkItem:
-        """Admit a request (or raise QueueFull / NotReady / ShuttingDown at once)."""
+    def submit(self, request: ValidatedRequest, timeout_s: float,
+               idempotency_key: Optional[str] = None) -> WorkItem:
+        """Admit a request (or raise QueueFull / NotReady / ShuttingDown at once).
+
+        ``idempotency_key`` matters only with Redis (``service.remote``): in one process
+        there is no stored result to return."""
         if self.closing:
             raise ShuttingDown("the server is shutting down and takes no new work; retry "
                                "on another instance")
@@ -162,10 +175,18 @@ class Scheduler:
             self.metrics.inflight.set(self._inflight)
         item = WorkItem(request, timeout_s)
         item.future.add_done_callback(lambda _f, it=item: self._on_done(it))
+        try:
+            self._dispatch(item, idempotency_key)
+        except BaseException as exc:
+            item.fail(exc)          # releases the admission slot
+            raise
+        return item
+
+    def _dispatch(self, item: WorkItem, idempotency_key: Optional[str]) -> None:
+        """Hand an admitted item to the least-loaded worker thread."""
         worker = min(self.workers, key=lambda w: w.load)
         item.worker = worker
         worker.submit(item)
-        return item
 
     def _on_done(self, item: WorkItem) -> None:
         elapsed = (item.finished_at or time.monotonic()) - item.admitted

@@ -69,6 +69,27 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="request "
                                 "body limit")
 
+    # -- scale-out over Redis (resshift serve --role api|worker) -----------------------
+    role: Literal["all", "api", "worker"] = Field(
+        default="all", description="all: HTTP and workers in one process (no Redis); api: "
+        "validate and queue on Redis; worker: run jobs from Redis (HTTP only for probes "
+        "and /metrics)")
+    redis_url: Optional[str] = Field(
+        default=None, description="redis://host:port/db where api and worker processes "
+        "meet; required by the api and worker roles")
+    redis_prefix: str = Field(default="resshift:", min_length=1,
+                              description="prefix of every Redis key of this deployment")
+    visibility_timeout_s: float = Field(
+        default=120.0, gt=0, description="a job held this long by a silent (dead) worker "
+        "is taken over by another; live workers renew their jobs well before")
+    max_attempts: int = Field(default=3, ge=1, description="deliveries of a job before it "
+                              "goes to the dead-letter stream with its last error")
+    worker_prefetch: Optional[int] = Field(
+        default=None, ge=1, description="jobs one worker process holds at once (default: "
+        "RESSHIFT_MAX_BATCH); more lets it batch across jobs, fewer leaves more for others")
+    worker_name: Optional[str] = Field(
+        default=None, description="consumer name in the Redis group (default host-pid)")
+
     # -- access ------------------------------------------------------------------------
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, description="accepted Bearer keys; empty = open")
@@ -99,7 +120,18 @@ class Settings(BaseSettings):
             raise ValueError("RESSHIFT_MODELS is empty: serve at least one task=model_dir")
         if not self.devices:
             raise ValueError("RESSHIFT_DEVICES is empty: give at least one device (cpu)")
+        if self.role != "all" and not self.redis_url:
+            raise ValueError(f"role {self.role!r} needs RESSHIFT_REDIS_URL (e.g. "
+                             "redis://127.0.0.1:6379/0): api and worker processes meet there")
+        if not (self.redis_url or "redis://").startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"RESSHIFT_REDIS_URL {self.redis_url!r} is not a redis://, "
+                             "rediss:// or unix:// URL")
         return self
+
+    @property
+    def prefetch(self) -> int:
+        """Jobs a worker process takes from Redis at once (never more than it admits)."""
+        return min(self.worker_prefetch or self.max_batch, self.queue_size)
 
     def key_values(self) -> list[bytes]:
         return [k.get_secret_value().encode() for k in self.api_keys]

@@ -44,6 +44,7 @@ class ServedModel:
     input_multiple: int
     backend: str = "torch"
     precision: str = "float32"
+    version: str = ""      # weights + backend + precision; part of the idempotency key
 
 
 @dataclass(frozen=True)

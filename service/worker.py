@@ -151,12 +151,13 @@ class Worker(threading.Thread):
             net = restorer.unet if restorer.family == "resshift" else restorer.network
             name = restorer.name if restorer.name not in ("", "custom") else Path(str(path)).name
             self._restorers[task] = restorer
+            precision = precision or str(next(net.parameters()).dtype).replace("torch.", "")
             self.served[task] = ServedModel(
                 task=task, name=name, family=restorer.family, kind=restorer.task,
                 scale=restorer.scale, steps=restorer.steps, needs_mask=restorer.needs_mask,
                 latent_tile=latent_tile, input_multiple=restorer.input_multiple,
-                backend=backend_name,
-                precision=precision or str(next(net.parameters()).dtype).replace("torch.", ""))
+                backend=backend_name, precision=precision,
+                version=_version(restorer, backend_name, precision))
             self.metrics.model_info.labels(task, name, backend_name,
                                            self.served[task].precision).set(1)
 
@@ -350,6 +351,19 @@ def _backend_labels(backend) -> tuple[str, str]:
     elif precision.startswith("bf16"):
         precision = "bfloat16"
     return backend.name, precision
+
+
+def _version(restorer, backend: str, precision: str) -> str:
+    """Identifies the output a model gives: its weights, backend and precision. A stored
+    result (Redis idempotency) is reused only while this stays the same."""
+    import hashlib
+
+    from torch import nn
+
+    from export.manifest import weights_hash
+    modules = [m for _, m in sorted(vars(restorer).items()) if isinstance(m, nn.Module)]
+    text = f"{weights_hash(modules)}:{restorer.family}:{backend}:{precision}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _is_input_error(error: BaseException) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Optional
 
@@ -11,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from ..deps import Services, require_ready
-from ..errors import Canceled, DeadlineExceeded, status_and_code
+from ..errors import Canceled, DeadlineExceeded, InvalidField, status_and_code
 from ..parsing import read_restore
 from ..scheduler import WorkItem
 from ..validation import ValidatedRequest, validate
@@ -55,6 +56,21 @@ async def validate_request(request: Request, svc: Services, counted: Counted
     raw = await read_restore(request)
     counted.note_task(raw.task)
     return await run_in_threadpool(validate, raw, svc.scheduler.served, svc.settings)
+
+
+_IDEM_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def idempotency_key(request: Request) -> Optional[str]:
+    """The ``Idempotency-Key`` header (1-255 visible ASCII characters), if sent. With
+    Redis, a repeated key returns the first request's stored result."""
+    value = request.headers.get("idempotency-key")
+    if value is None:
+        return None
+    if not _IDEM_KEY.match(value):
+        raise InvalidField("Idempotency-Key must be 1 to 255 visible ASCII characters "
+                           "(e.g. a UUID)")
+    return value
 
 
 def remaining_s(request: Request, budget_s: float) -> float:
@@ -112,6 +128,8 @@ def result_headers(item: WorkItem, req: ValidatedRequest) -> dict[str, str]:
                                                                  "decode")]
             + [f"total;dur={total * 1000:.1f}"]),
     }
+    if item.replayed:
+        headers["X-Idempotent-Replay"] = "true"
     if req.notes:
         headers["X-Input-Notes"] = "; ".join(req.notes).encode("ascii", "replace").decode()
     return headers

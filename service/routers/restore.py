@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
-from starlette.concurrency import run_in_threadpool
-
-from model.imageio import encode_image
 
 from ..deps import Services, require_key, services
 from ..parsing import OPENAPI_BODY
 from ..schemas import ErrorBody
-from .common import (MEDIA_TYPES, Counted, await_result, remaining_s, result_headers,
-                     validate_request)
+from ..jobs import encoded
+from .common import (MEDIA_TYPES, Counted, await_result, idempotency_key, remaining_s,
+                     result_headers, validate_request)
 
 router = APIRouter(tags=["restore"], dependencies=[Depends(require_key)])
 
@@ -27,9 +25,9 @@ async def restore(request: Request, svc: Services = Depends(services)) -> Respon
     """Restore one image and return it (multipart form, or JSON with base64 fields)."""
     with Counted(svc) as counted:
         req = await validate_request(request, svc, counted)
-        item = svc.scheduler.submit(req, remaining_s(request, svc.settings.request_timeout_s))
-        pixels = await await_result(request, svc, item)
-        body = await run_in_threadpool(encode_image, pixels, req.output_format)
+        item = svc.scheduler.submit(req, remaining_s(request, svc.settings.request_timeout_s),
+                                    idempotency_key=idempotency_key(request))
+        body = await encoded(await await_result(request, svc, item), req.output_format)
         counted.status = 200
         return Response(body, media_type=MEDIA_TYPES[req.output_format],
                         headers=result_headers(item, req))

@@ -1,0 +1,252 @@
+"""The worker role: the embedded worker threads, fed from Redis instead of HTTP.
+
+``WorkerScheduler`` is the embedded ``Scheduler`` (one worker thread per device, the same
+batching across requests) plus a ``StreamPump`` thread that claims jobs from the Redis
+Stream through the consumer group and submits them to it, as many at once as
+``RESSHIFT_WORKER_PREFETCH`` allows, so tiles of different jobs share UNet batches just
+as tiles of different HTTP requests do in one process.
+
+When a job's work item resolves, the pump encodes the image in the requested format and
+``complete``s the entry, or ends it according to its error:
+
+===================================  ==============================================
+error                                what the entry gets
+===================================  ==============================================
+bad input (4xx: the model layer      ``fail(retry=False)``: no retry can fix it; the
+refused the image, unknown task)     caller gets the same 4xx
+deadline passed, canceled            ``fail(retry=False)``: nobody waits any more
+unexpected (500)                     ``fail(retry=True)``: queued again until
+                                     ``RESSHIFT_MAX_ATTEMPTS``, then dead-lettered
+this worker shutting down            ``release``: queued again at once, no attempt
+                                     counted
+===================================  ==============================================
+
+A worker that dies without any of this (SIGKILL, OOM, lost node) leaves its entries in
+the group's pending list, where another worker's ``claim`` takes them over once they
+have been idle for ``RESSHIFT_VISIBILITY_TIMEOUT_S``. So that a long job of a live
+worker is never taken over, the pump renews its entries' idle time every quarter of
+that timeout. Every ``BEAT_S`` it also announces itself and its models (the API learns
+the served models from this) and drops jobs whose callers gave up.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Optional
+
+from .errors import Canceled, DeadlineExceeded, NotReady, QueueFull, ShuttingDown, \
+    ServiceError, status_and_code
+from .metrics import Metrics
+from .redis_queue import Entry, QueueUnavailable, RedisQueue
+from .scheduler import Scheduler, WorkItem
+from .settings import Settings
+from .wire import error_meta, from_job, seconds_left, served_to_json
+
+log = logging.getLogger("resshift.worker")
+
+BEAT_S = 1.0
+
+
+def consumer_name(settings: Settings) -> str:
+    return settings.worker_name or f"{socket.gethostname()}-{os.getpid()}"
+
+
+class StreamPump(threading.Thread):
+    """Claims jobs from Redis into a ``Scheduler`` and stores their outcomes."""
+
+    def __init__(self, scheduler: Scheduler, queue: RedisQueue, settings: Settings):
+        super().__init__(name="resshift-stream-pump", daemon=True)
+        self.scheduler = scheduler
+        self.queue = queue
+        self.settings = settings
+        self.consumer = consumer_name(settings)
+        self.redis_error: Optional[str] = None
+        self._active: dict[str, tuple[Entry, WorkItem]] = {}
+        self._cond = threading.Condition()
+        self._stopping = threading.Event()
+        self._last_renew = 0.0
+        self._finishers = concurrent.futures.ThreadPoolExecutor(
+            max_workers=2, thread_name_prefix="resshift-finish")
+
+    # -- control --------------------------------------------------------------------------
+    def stop_claiming(self) -> None:
+        self._stopping.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    def drain(self, timeout_s: float) -> None:
+        """After the scheduler closed: wait for outcomes to be stored, then leave the group."""
+        self.join(timeout=timeout_s)
+        self._finishers.shutdown(wait=True)
+        with self._cond:
+            leftover = list(self._active.values())
+        for entry, _item in leftover:          # never resolved: give them back
+            self._settle(self.queue.release, entry, "a worker shut down")
+        try:
+            self.queue.retire(self.consumer)
+        except QueueUnavailable:
+            pass
+
+    @property
+    def held(self) -> int:
+        with self._cond:
+            return len(self._active)
+
+    # -- thread body ------------------------------------------------------------------------
+    def run(self) -> None:
+        while not self._stopping.is_set() and not self.scheduler.ready:
+            if any(w.state == "failed" for w in self.scheduler.workers):
+                return                          # /readyz reports the worker's error
+            time.sleep(0.05)
+        log.info("worker %s takes jobs from Redis (prefetch %d)", self.consumer,
+                 self.settings.prefetch)
+        next_beat = 0.0
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            if now >= next_beat:
+                self._beat(now)
+                next_beat = now + BEAT_S
+            with self._cond:
+                free = self.settings.prefetch - len(self._active)
+                if free <= 0:
+                    self._cond.wait(timeout=max(0.01, next_beat - now))
+                    continue
+            try:
+                entries = self.queue.claim(self.consumer, count=free,
+                                           block_ms=int(BEAT_S * 1000))
+                canceled = self.queue.canceled([e.job_id for e in entries])
+            except QueueUnavailable as exc:
+                self._down(exc)
+                self._stopping.wait(0.5)
+                continue
+            self._up()
+            for entry in entries:
+                self._start(entry, entry.job_id in canceled)
+
+    def _beat(self, now: float) -> None:
+        """Announce, renew held entries, drop canceled jobs."""
+        try:
+            self.queue.announce(self.consumer, {
+                "models": served_to_json(self.scheduler.served),
+                "devices": list(self.settings.devices), "prefetch": self.settings.prefetch,
+                "held": self.held})
+            with self._cond:
+                held = list(self._active.values())
+            if held and now - self._last_renew >= self.settings.visibility_timeout_s / 4:
+                self.queue.renew(self.consumer, [e for e, _ in held])
+                self._last_renew = now
+            gone = self.queue.canceled([e.job_id for e, _ in held])
+        except QueueUnavailable as exc:
+            self._down(exc)
+            return
+        except NotReady:                       # workers stopped under us: nothing to say
+            return
+        self._up()
+        for entry, item in held:
+            if entry.job_id in gone:
+                item.cancel(Canceled("the caller gave up on this job (deadline or DELETE)"))
+
+    def _up(self) -> None:
+        if self.redis_error is not None:
+            log.info("Redis is reachable again; taking jobs")
+        self.redis_error = None
+
+    def _down(self, exc: Exception) -> None:
+        if self.redis_error is None:
+            log.warning("Redis unavailable, not taking jobs: %s", exc)
+        self.redis_error = str(exc)
+
+    # -- one job ------------------------------------------------------------------------------
+    def _start(self, entry: Entry, canceled: bool) -> None:
+        try:
+            req = from_job(entry.payload, entry.blobs, self.scheduler.served)
+        except ServiceError as exc:
+            self._settle(self.queue.fail, entry, str(exc), retry=False, meta=error_meta(exc))
+            return
+        except (KeyError, ValueError, TypeError) as exc:
+            self._settle(self.queue.fail, entry, f"unreadable job: {exc}", retry=False)
+            return
+        left = seconds_left(entry.payload)
+        if canceled or left <= 0:
+            why = (Canceled("the caller gave up on this job before a worker took it")
+                   if canceled else DeadlineExceeded("the job's deadline passed before a "
+                                                     "worker took it"))
+            self._settle(self.queue.fail, entry, str(why), retry=False, meta=error_meta(why))
+            return
+        try:
+            item = self.scheduler.submit(req, timeout_s=left)
+        except (ShuttingDown, NotReady, QueueFull) as exc:
+            self._settle(self.queue.release, entry, str(exc))
+            return
+        with self._cond:
+            self._active[entry.job_id] = (entry, item)
+        item.future.add_done_callback(lambda _f, e=entry, it=item: self._on_done(e, it))
+
+    def _on_done(self, entry: Entry, item: WorkItem) -> None:
+        try:
+            self._finishers.submit(self._finish, entry, item)
+        except RuntimeError:                    # shutting down: finish in this thread
+            self._finish(entry, item)
+
+    def _finish(self, entry: Entry, item: WorkItem) -> None:
+        try:
+            exc = item.future.exception()
+            meta = {"timings": dict(item.timings), "worker": self.consumer,
+                    "attempt": entry.attempt}
+            if exc is None:
+                from model.imageio import encode_image
+                data = encode_image(item.future.result(), item.request.output_format)
+                self._settle(self.queue.complete, entry, data, meta=meta)
+            elif isinstance(exc, ShuttingDown):
+                self._settle(self.queue.release, entry, "a worker shut down")
+            else:
+                status, _ = status_and_code(exc)
+                retry = status >= 500 and status not in (503, 504)
+                self._settle(self.queue.fail, entry, str(exc), retry=retry,
+                             meta={**meta, **error_meta(exc)})
+        except Exception as exc:               # the encoder: unexpected, worth a retry
+            log.exception("finishing job %s failed", entry.job_id)
+            self._settle(self.queue.fail, entry, f"{type(exc).__name__}: {exc}", retry=True)
+        finally:
+            with self._cond:
+                self._active.pop(entry.job_id, None)
+                self._cond.notify_all()
+
+    def _settle(self, op, entry: Entry, *args, **kwargs) -> None:
+        """One Redis call that ends an entry; with Redis down the entry stays pending and
+        is reclaimed after the visibility timeout (or was lost with Redis)."""
+        try:
+            op(entry, *args, **kwargs)
+        except QueueUnavailable as exc:
+            log.warning("could not store the outcome of job %s: %s", entry.job_id, exc)
+
+
+class WorkerScheduler(Scheduler):
+    """Scheduler of the worker role: worker threads plus the pump (module doc)."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, queue: RedisQueue):
+        super().__init__(settings, metrics)
+        self.queue = queue
+        self.pump = StreamPump(self, queue, settings)
+
+    def start(self) -> None:
+        super().start()
+        self.pump.start()
+
+    def close(self, grace_s: Optional[float] = None) -> None:
+        self.pump.stop_claiming()
+        super().close(grace_s)
+        self.pump.drain(timeout_s=10.0)
+
+    def readiness(self) -> tuple[bool, str]:
+        ready, detail = super().readiness()
+        if ready and self.pump.redis_error is not None:
+            return False, f"Redis unavailable ({self.pump.redis_error}); not taking jobs"
+        if ready:
+            detail += f"; taking jobs from Redis as {self.pump.consumer}"
+        return ready, detail
