@@ -66,6 +66,7 @@ class StreamPump(threading.Thread):
         self.settings = settings
         self.consumer = consumer_name(settings)
         self.redis_error: Optional[str] = None
+        self.announced = False                  # ready only once the API can see us
         self._active: dict[str, tuple[Entry, WorkItem]] = {}
         self._cond = threading.Condition()
         self._stopping = threading.Event()
@@ -135,6 +136,7 @@ class StreamPump(threading.Thread):
                 "models": served_to_json(self.scheduler.served),
                 "devices": list(self.settings.devices), "prefetch": self.settings.prefetch,
                 "held": self.held})
+            self.announced = True
             with self._cond:
                 held = list(self._active.values())
             if held and now - self._last_renew >= self.settings.visibility_timeout_s / 4:
@@ -247,6 +249,8 @@ class WorkerScheduler(Scheduler):
         ready, detail = super().readiness()
         if ready and self.pump.redis_error is not None:
             return False, f"Redis unavailable ({self.pump.redis_error}); not taking jobs"
+        if ready and not self.pump.announced:
+            return False, "models loaded; announcing this worker in Redis"
         if ready:
             detail += f"; taking jobs from Redis as {self.pump.consumer}"
         return ready, detail

@@ -236,6 +236,8 @@ class RemoteScheduler(Scheduler):
             now = time.monotonic()
             reason = item.abandon_reason(now)
             if reason is not None:
+                if not item.replayed:           # nobody waits for it: workers drop it
+                    self._cancel(item.id)
                 raise reason
             lost = False
             try:

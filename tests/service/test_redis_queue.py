@@ -293,3 +293,53 @@ def test_lost_stream_and_group_are_recreated(make_queue):
     assert e.job_id == "job-2" and e.blobs == {"image": b"x"}
     q.complete(e, b"ok")
     assert q.wait_result("job-2", 5).data == b"ok"
+
+
+def test_renewed_entries_of_a_live_worker_are_not_taken_over(make_queue):
+    q = make_queue(visibility_timeout_ms=300)
+    q.submit("job-1", {"n": 1}, {"image": b"pixels"})
+    [held] = q.claim("slow", block_ms=500)
+    for _ in range(4):                              # 0.6 s of work, renewed every 0.15 s
+        time.sleep(0.15)
+        assert q.renew("slow", [held]) == 1
+        assert q.claim("other", block_ms=0) == []
+    time.sleep(0.45)                                # stops renewing: now it is taken over
+    [taken] = poll(lambda: q.claim("other", block_ms=50))
+    assert taken.entry_id == held.entry_id and taken.attempt == 2
+    assert q.renew("slow", [held]) == 0             # no longer its own: left alone
+
+
+def test_release_requeues_without_counting_an_attempt(make_queue):
+    q = make_queue(max_attempts=1)
+    q.submit("job-1", {"n": 1}, {"image": b"pixels"})
+    [first] = q.claim("stopping", block_ms=500)
+    q.release(first, "a worker shut down")
+    [again] = poll(lambda: q.claim("next", block_ms=50))
+    assert again.attempt == 1 and again.blobs == {"image": b"pixels"}
+    assert q.complete(again, b"ok") and q.wait_result("job-1", 1).ok
+
+
+def test_cancel_marks_and_job_exists(make_queue):
+    q = make_queue()
+    q.submit("job-1", {"n": 1}, {"pixels": b"x"})
+    assert q.job_exists("job-1", ("pixels",)) and not q.job_exists("job-2", ("pixels",))
+    assert q.canceled(["job-1", "job-2"]) == set()
+    q.cancel("job-1")
+    assert q.canceled(["job-1", "job-2"]) == {"job-1"}
+    [entry] = q.claim("w", block_ms=500)
+    q.complete(entry, b"r")
+    assert q.job_exists("job-1", ("pixels",))       # by its result now (blobs are gone)
+
+
+def test_announce_workers_and_retire(make_queue):
+    q = make_queue()
+    q.announce("w1", {"models": {"sr": {}}})
+    q.announce("w2", {"models": {}})
+    assert set(q.workers()) == {"w1", "w2"} and q.workers()["w1"]["models"] == {"sr": {}}
+    q.submit("job-1", {"n": 1})
+    q.claim("w2", block_ms=500)
+    q.retire("w1")
+    q.retire("w2")                                   # holds an entry: stays in the group
+    assert q.workers() == {}
+    assert set(q.stats().consumers) == {"w2"}
+    assert q.stats().pending == 1

@@ -1,0 +1,91 @@
+"""The worker role in this process: the real app (role worker, tiny model) fed through the
+real Redis by this test, which plays the API with the same `RedisQueue` calls."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Iterator
+
+import numpy as np
+import pytest
+
+from service.redis_queue import QueueConfig, RedisQueue
+from service.validation import ValidatedRequest
+from service.wire import served_from_json, to_job
+from tests.service.conftest import decode, photo, running_app, settings_for
+
+redis = pytest.importorskip("redis")
+pytestmark = pytest.mark.timeout(120)
+URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    try:
+        client = redis.Redis.from_url(URL, socket_timeout=2)
+        client.ping()
+    except redis.ConnectionError:
+        pytest.skip("no Redis server at 127.0.0.1:6379 (these tests need a real one)")
+    p = f"test-pump-{uuid.uuid4().hex[:10]}:"
+    yield p
+    keys = list(client.scan_iter(match=p + "*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def worker_settings(model_dirs, prefix: str, **overrides):
+    return settings_for({"sr": model_dirs["sr"]}, role="worker", redis_url=URL,
+                        redis_prefix=prefix, worker_name="w-test", **overrides)
+
+
+def submit(queue: RedisQueue, job_id: str, pixels: np.ndarray, seed: int,
+           deadline_in_s: float = 60.0) -> None:
+    served = served_from_json(queue.workers()["w-test"]["models"])
+    req = ValidatedRequest(task="sr", pixels=pixels, mask=None, seed=seed,
+                           output_format="png", model=served["sr"])
+    payload, blobs = to_job(req, time.time() + deadline_in_s)
+    queue.submit(job_id, payload, blobs)
+
+
+def test_worker_role_runs_jobs_from_redis_and_serves_only_probes(model_dirs, prefix):
+    import model
+    queue = RedisQueue(URL, QueueConfig(prefix=prefix))
+    pixels = photo(20, 28, seed=4)
+    with running_app(worker_settings(model_dirs, prefix)) as client:
+        submit(queue, "ok", pixels, seed=8)
+        submit(queue, "late", pixels, seed=8, deadline_in_s=-1)
+        queue.cancel("gone")
+        submit(queue, "gone", pixels, seed=8)
+        done = {j: queue.wait_result(j, 30) for j in ("ok", "late", "gone")}
+        assert client.post("/v1/restore").status_code == 404     # not an API process
+        metrics = client.get("/metrics").text
+        ready = client.get("/readyz").json()["detail"]
+
+    expected = model.load(model_dirs["sr"]).restore(pixels, seed=8, tile=16)
+    assert done["ok"].ok and np.array_equal(decode(done["ok"].data), expected)
+    assert set(done["ok"].meta["timings"]) == {"queue", "encode", "denoise", "decode"}
+    assert (done["late"].status, done["late"].meta["status"]) == ("failed", 504)
+    assert (done["gone"].status, done["gone"].meta["status"]) == ("failed", 499)
+    assert done["late"].attempts == done["gone"].attempts == 1          # no retries
+    assert "resshift_stream_length 0.0" in metrics and "resshift_redis_up 1.0" in metrics
+    assert "taking jobs from Redis as w-test" in ready
+    assert queue.workers() == {}                    # it left the group when it stopped
+
+
+def test_a_stopping_worker_gives_its_jobs_back_without_using_an_attempt(model_dirs, prefix):
+    queue = RedisQueue(URL, QueueConfig(prefix=prefix))
+    settings = worker_settings(model_dirs, prefix, shutdown_grace_s=0.0, max_wait_ms=0.0)
+    with running_app(settings):
+        for k in range(3):
+            submit(queue, f"job-{k}", photo(64, 64, seed=k), seed=k)
+        end = time.monotonic() + 30
+        while queue.stats().pending < 3:           # the worker holds all three
+            assert time.monotonic() < end
+            time.sleep(0.01)
+    # stopped with no grace: what it had not finished is back in the stream, attempt 1
+    finished = [j for j in ("job-0", "job-1", "job-2") if queue.result(j) is not None]
+    back = queue.claim("next", count=3, block_ms=500)
+    assert len(back) + len(finished) == 3 and back, finished
+    assert all(e.attempt == 1 for e in back)
