@@ -244,6 +244,22 @@ class OnnxRuntimeBackend(OrtSessions):
             return per_shape[(h, w)](x, t, lq, mask)
         return run
 
+    def prepare(self, latent_tiles: "list[tuple[int, int]]", decoder: bool = True
+                ) -> list[str]:
+        """Export (when missing), check and open the graphs for these UNet tile shapes and
+        the autoencoder, now rather than on a request. Returns what was opened."""
+        opened = []
+        for h, w in latent_tiles:
+            self._session(f"unet{h}x{w}", lambda h=h, w=w: self.store.unet(h, w))
+            opened.append(f"unet {h}x{w}")
+        if getattr(self.restorer, "latent", False):
+            self._session("encoder", self.store.encoder)
+            opened.append("vae_encoder")
+            if decoder:
+                self._session("decoder", self.store.decoder)
+                opened.append("vae_decoder")
+        return opened
+
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         graph = self._session("encoder", self.store.encoder)
         return graph(image=image.float())[0].to(image.device)
@@ -271,6 +287,9 @@ class SplitBackend:
 
     def denoiser(self) -> Denoiser:
         return self.upstream.denoiser()
+
+    def prepare(self, latent_tiles: "list[tuple[int, int]]") -> list[str]:
+        return self.upstream.prepare(latent_tiles, decoder=False)   # decodes on torch
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         return self.upstream.encode(image)

@@ -104,6 +104,13 @@ class DiffIROnnxBackend(OrtSessions):
         graph = self._session(DIRFORMER_GRAPH, self.store.dirformer)
         return graph(lq=lq.float(), ipr=ipr.float())[0].to(lq.device)
 
+    def prepare(self, latent_tiles=None) -> list[str]:
+        """Export (when missing), check and open both graphs now (both are spatially
+        dynamic, so no tile shapes are needed)."""
+        self._session(GRAPH_NAME, self.store.forward)
+        self._session(DIRFORMER_GRAPH, self.store.dirformer)
+        return [GRAPH_NAME, DIRFORMER_GRAPH]
+
     def describe(self) -> str:
         where = "CUDA" if self.providers[0] == CUDA_EP else "CPU"
         return f"onnxruntime ({where}, float32, graphs in {self.store.directory})"

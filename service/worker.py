@@ -148,6 +148,8 @@ class Worker(threading.Thread):
             if restorer.family == "resshift":
                 tiles = restorer.tile_options(self.settings.tile)
                 latent_tile = tiles.latent_tile if tiles else None
+            if backend_name != "torch":
+                self._prepare(task, backend, latent_tile)
             net = restorer.unet if restorer.family == "resshift" else restorer.network
             name = restorer.name if restorer.name not in ("", "custom") else Path(str(path)).name
             self._restorers[task] = restorer
@@ -160,6 +162,19 @@ class Worker(threading.Thread):
                 version=_version(restorer, backend_name, precision))
             self.metrics.model_info.labels(task, name, backend_name,
                                            self.served[task].precision).set(1)
+
+    def _prepare(self, task: str, backend, latent_tile: Optional[int]) -> None:
+        """Export and open the graphs of the configured tile shape now, so that no
+        request waits for an export (minutes for full-size models on a CPU). Smaller
+        shapes (images under one tile) are still exported on first sight."""
+        prepare = getattr(backend, "prepare", None)
+        if prepare is None:
+            return
+        self.state = "exporting graphs"
+        start = time.monotonic()
+        opened = prepare([(latent_tile, latent_tile)] if latent_tile else [])
+        log.info("task %s: %s graphs ready in %.1f s: %s", task, backend.name,
+                 time.monotonic() - start, ", ".join(opened))
 
     def _warm_up(self) -> None:
         """One small request per model through the same stepping code: readiness means

@@ -22,6 +22,9 @@ def test_onnxruntime_backend_serves_the_model_layer_pixels(model_dirs):
         served = c.get("/v1/models").json()
         entry = next(m for m in served["models"] if m["task"] == "sr")
         assert (entry["backend"], entry["precision"]) == ("onnxruntime", "float32")
+        # the configured tile's graph was exported and opened at start-up, not on a request
+        prepared = c.app.state.services.scheduler.workers[0]._restorers["sr"].backend
+        assert {"unet16x16", "encoder", "decoder"} <= set(prepared._sessions)
         text = c.get("/metrics").text
         assert metric(text, "resshift_model_info", task="sr", model="tiny-sr",
                       backend="onnxruntime", precision="float32") == 1
