@@ -50,6 +50,7 @@ from .wire import error_meta, from_job, seconds_left, served_to_json
 log = logging.getLogger("resshift.worker")
 
 BEAT_S = 1.0
+PRUNE_IDLE_S = 3600.0       # a consumer idle this long with nothing pending is forgotten
 
 
 def consumer_name(settings: Settings) -> str:
@@ -71,6 +72,7 @@ class StreamPump(threading.Thread):
         self._cond = threading.Condition()
         self._stopping = threading.Event()
         self._last_renew = 0.0
+        self._next_prune = 0.0
         self._finishers = concurrent.futures.ThreadPoolExecutor(
             max_workers=2, thread_name_prefix="resshift-finish")
 
@@ -143,6 +145,10 @@ class StreamPump(threading.Thread):
                 self.queue.renew(self.consumer, [e for e, _ in held])
                 self._last_renew = now
             gone = self.queue.canceled([e.job_id for e, _ in held])
+            if now >= self._next_prune:          # consumers of workers long gone
+                self.queue.prune_consumers(
+                    max(PRUNE_IDLE_S, 5 * self.settings.visibility_timeout_s))
+                self._next_prune = now + 60.0
         except QueueUnavailable as exc:
             self._down(exc)
             return

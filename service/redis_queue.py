@@ -516,6 +516,21 @@ class RedisQueue:
                 if not held:
                     self._r.xgroup_delconsumer(self.stream, self.config.group, consumer)
 
+    def prune_consumers(self, max_idle_s: float) -> list[str]:
+        """Delete consumers that hold nothing and were idle longer than ``max_idle_s``
+        (workers gone with their pods: scaled down, rescheduled). Those still holding
+        entries stay until another worker has taken the entries over."""
+        with self._guard():
+            try:
+                rows = self._r.xinfo_consumers(self.stream, self.config.group)
+            except redis.ResponseError:
+                return []
+            gone = [_s(r["name"]) for r in rows
+                    if int(r["pending"]) == 0 and r["idle"] / 1000 > max_idle_s]
+            for name in gone:
+                self._r.xgroup_delconsumer(self.stream, self.config.group, name)
+        return gone
+
     def workers(self, max_age_s: float = 30.0) -> dict[str, dict[str, Any]]:
         """consumer -> info of workers seen within ``max_age_s`` (Redis clock); older
         records are deleted."""
