@@ -348,8 +348,10 @@ def test_announce_workers_and_retire(make_queue):
 def test_prune_forgets_idle_consumers_that_hold_nothing(make_queue):
     q = make_queue()
     q.submit("job-1", {"n": 1})
+    q.submit("job-2", {"n": 2})
     q.claim("holds", block_ms=500)
-    q.claim("empty", block_ms=0)
+    [done] = q.claim("empty", block_ms=500)
+    q.complete(done, b"ok")                          # holds nothing now
     time.sleep(0.3)
     assert q.prune_consumers(max_idle_s=0.2) == ["empty"]
     assert set(q.stats().consumers) == {"holds"}
