@@ -300,9 +300,31 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
 
 def cmd_export_tensorrt(args: argparse.Namespace) -> int:
-    log.error("TensorRT export is not available yet (issue 4: fp16 engines from the ONNX "
-              "graphs). Export ONNX graphs with `resshift export onnx %s`.", args.model_dir)
-    return 2
+    """Profiles -> checked ONNX graphs -> TensorRT engines. Without a CUDA GPU and the
+    tensorrt package it stops after the ONNX graphs and says what is missing."""
+    import model
+    from export.errors import BackendUnavailable
+    from export.tensorrt import build_engines, profiles_for
+    from model.errors import ModelError
+
+    try:
+        restorer = model.load(args.model_dir)
+        if getattr(restorer, "family", "resshift") != "resshift":
+            log.error("TensorRT engines are built for ResShift models; %s is a %s model "
+                      "(use --backend onnxruntime)", args.model_dir, restorer.family)
+            return 2
+        precision = "fp16" if args.fp16 else "fp32"
+        profiles = profiles_for(restorer, args.tile, args.max_batch, precision)
+        print(f"{args.model_dir}: {len(profiles)} engine profile(s): "
+              + ", ".join(p.tag() for p in profiles), flush=True)
+        paths = build_engines(restorer, args.model_dir, tile=args.tile,
+                              max_batch=args.max_batch, precision=precision)
+    except (BackendUnavailable, ModelError) as exc:
+        log.error("%s", exc)
+        return 2
+    for path in paths:
+        print(path)
+    return 0
 
 
 def add_export_parser(sub) -> None:
@@ -331,9 +353,23 @@ def add_export_parser(sub) -> None:
     o.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 to 20 (default 17)")
     o.add_argument("--out", help="output folder (default MODEL_DIR/onnx)")
     o.set_defaults(func=cmd_export_onnx)
-    t = kinds.add_parser("tensorrt", help="fp16 TensorRT engines (not available yet)")
+    t = kinds.add_parser(
+        "tensorrt", help="TensorRT engines from the checked ONNX graphs (needs a CUDA GPU "
+                         "and the tensorrt package; the engine build itself is not done yet)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Exports and checks the ONNX graphs the profiles need, then builds one engine\n"
+               "per profile into MODEL_DIR/tensorrt/, keyed by weights, GPU, TensorRT\n"
+               "version and profile. Without a GPU or TensorRT it stops after the graphs\n"
+               "and names what is missing.\n\n"
+               "examples:\n  resshift export tensorrt models/realsr_v3 --fp16 --max-batch 8\n"
+               "  resshift export tensorrt models/realsr_v3 --fp16 --tile 64")
     t.add_argument("model_dir", help="model directory")
-    t.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    t.add_argument("--fp16", action="store_true", help="fp16 engines (fp32 where fp16 "
+                   "breaks a layer); default fp32")
+    t.add_argument("--max-batch", type=int, default=None, metavar="N",
+                   help="largest batch of the profiles (default: the model's tile batch)")
+    t.add_argument("--tile", type=int, default=None, metavar="N",
+                   help="latent tile side (default: the model's, 64)")
     t.set_defaults(func=cmd_export_tensorrt)
 
 
