@@ -50,6 +50,7 @@ from .wire import error_meta, from_job, seconds_left, served_to_json
 log = logging.getLogger("resshift.worker")
 
 BEAT_S = 1.0
+SETTLE_RETRIES = (0.25, 0.5, 1.0, 2.0, None)   # pauses between tries of a final write
 PRUNE_IDLE_S = 3600.0       # a consumer idle this long with nothing pending is forgotten
 
 
@@ -58,7 +59,13 @@ def consumer_name(settings: Settings) -> str:
 
 
 class StreamPump(threading.Thread):
-    """Claims jobs from Redis into a ``Scheduler`` and stores their outcomes."""
+    """Claims jobs from Redis into a ``Scheduler`` and stores their outcomes.
+
+    The thread runs until ``drain``: it claims only while the scheduler is ready and
+    not closing, but keeps beating (renewing held jobs, honouring cancels) through the
+    shutdown grace, so a job finishing during the grace is not taken over meanwhile.
+    Nothing that goes wrong in one iteration (a Redis error, a bad record) ends it.
+    """
 
     def __init__(self, scheduler: Scheduler, queue: RedisQueue, settings: Settings):
         super().__init__(name="resshift-stream-pump", daemon=True)
@@ -68,9 +75,10 @@ class StreamPump(threading.Thread):
         self.consumer = consumer_name(settings)
         self.redis_error: Optional[str] = None
         self.announced = False                  # ready only once the API can see us
-        self._active: dict[str, tuple[Entry, WorkItem]] = {}
+        self._active: dict[str, tuple[Entry, WorkItem]] = {}    # by entry id
         self._cond = threading.Condition()
-        self._stopping = threading.Event()
+        self._claiming = True
+        self._done = threading.Event()
         self._last_renew = 0.0
         self._next_prune = 0.0
         self._finishers = concurrent.futures.ThreadPoolExecutor(
@@ -78,17 +86,21 @@ class StreamPump(threading.Thread):
 
     # -- control --------------------------------------------------------------------------
     def stop_claiming(self) -> None:
-        self._stopping.set()
         with self._cond:
+            self._claiming = False
             self._cond.notify_all()
 
     def drain(self, timeout_s: float) -> None:
-        """After the scheduler closed: wait for outcomes to be stored, then leave the group."""
-        self.join(timeout=timeout_s)
+        """After the scheduler closed: store the outcomes, give back what never resolved,
+        leave the group."""
         self._finishers.shutdown(wait=True)
+        self._done.set()
+        with self._cond:
+            self._cond.notify_all()
+        self.join(timeout=timeout_s)
         with self._cond:
             leftover = list(self._active.values())
-        for entry, _item in leftover:          # never resolved: give them back
+        for entry, _item in leftover:
             self._settle(self.queue.release, entry, "a worker shut down")
         try:
             self.queue.retire(self.consumer)
@@ -100,45 +112,62 @@ class StreamPump(threading.Thread):
         with self._cond:
             return len(self._active)
 
+    def _may_claim(self) -> bool:
+        return self._claiming and self.scheduler.ready and not self.scheduler.closing
+
     # -- thread body ------------------------------------------------------------------------
     def run(self) -> None:
-        while not self._stopping.is_set() and not self.scheduler.ready:
-            if any(w.state == "failed" for w in self.scheduler.workers):
-                return                          # /readyz reports the worker's error
-            time.sleep(0.05)
-        log.info("worker %s takes jobs from Redis (prefetch %d)", self.consumer,
-                 self.settings.prefetch)
+        log.info("worker %s will take jobs from Redis once ready (prefetch %d)",
+                 self.consumer, self.settings.prefetch)
         next_beat = 0.0
-        while not self._stopping.is_set():
+        while not self._done.is_set():
             now = time.monotonic()
             if now >= next_beat:
-                self._beat(now)
                 next_beat = now + BEAT_S
+                try:
+                    self._beat(now)
+                except Exception:
+                    log.exception("worker heartbeat failed; trying again")
             with self._cond:
                 free = self.settings.prefetch - len(self._active)
-                if free <= 0:
-                    self._cond.wait(timeout=max(0.01, next_beat - now))
+                if free <= 0 or not self._may_claim():
+                    self._cond.wait(timeout=max(0.01, min(0.2, next_beat - now)))
                     continue
             try:
-                entries = self.queue.claim(self.consumer, count=free,
-                                           block_ms=int(BEAT_S * 1000))
-                canceled = self.queue.canceled([e.job_id for e in entries])
-            except QueueUnavailable as exc:
-                self._down(exc)
-                self._stopping.wait(0.5)
-                continue
-            self._up()
-            for entry in entries:
+                self._claim(free)
+            except Exception:
+                log.exception("taking jobs from Redis failed; trying again")
+                self._done.wait(0.5)
+
+    def _claim(self, free: int) -> None:
+        try:
+            entries = self.queue.claim(self.consumer, count=free, block_ms=int(BEAT_S * 1000))
+        except QueueUnavailable as exc:
+            self._down(exc)
+            self._done.wait(0.5)
+            return
+        self._up()
+        try:
+            canceled = self.queue.canceled([e.job_id for e in entries])
+        except QueueUnavailable:
+            canceled = set()                    # the next beat looks again
+        for entry in entries:
+            try:
                 self._start(entry, entry.job_id in canceled)
+            except Exception as exc:            # this entry only; the others go on
+                log.exception("starting job %s failed", entry.job_id)
+                self._settle(self.queue.fail, entry, f"{type(exc).__name__}: {exc}",
+                             retry=True)
 
     def _beat(self, now: float) -> None:
-        """Announce, renew held entries, drop canceled jobs."""
+        """Announce (while taking jobs), renew held entries, drop canceled jobs."""
         try:
-            self.queue.announce(self.consumer, {
-                "models": served_to_json(self.scheduler.served),
-                "devices": list(self.settings.devices), "prefetch": self.settings.prefetch,
-                "held": self.held})
-            self.announced = True
+            if self._may_claim():
+                self.queue.announce(self.consumer, {
+                    "models": served_to_json(self.scheduler.served),
+                    "devices": list(self.settings.devices),
+                    "prefetch": self.settings.prefetch, "held": self.held})
+                self.announced = True
             with self._cond:
                 held = list(self._active.values())
             if held and now - self._last_renew >= self.settings.visibility_timeout_s / 4:
@@ -173,13 +202,16 @@ class StreamPump(threading.Thread):
     def _start(self, entry: Entry, canceled: bool) -> None:
         try:
             req = from_job(entry.payload, entry.blobs, self.scheduler.served)
+            left = seconds_left(entry.payload)
+        except (NotReady, ShuttingDown) as exc:    # this worker, not the job: give it back
+            self._settle(self.queue.release, entry, str(exc))
+            return
         except ServiceError as exc:
             self._settle(self.queue.fail, entry, str(exc), retry=False, meta=error_meta(exc))
             return
         except (KeyError, ValueError, TypeError) as exc:
             self._settle(self.queue.fail, entry, f"unreadable job: {exc}", retry=False)
             return
-        left = seconds_left(entry.payload)
         if canceled or left <= 0:
             why = (Canceled("the caller gave up on this job before a worker took it")
                    if canceled else DeadlineExceeded("the job's deadline passed before a "
@@ -192,7 +224,7 @@ class StreamPump(threading.Thread):
             self._settle(self.queue.release, entry, str(exc))
             return
         with self._cond:
-            self._active[entry.job_id] = (entry, item)
+            self._active[entry.entry_id] = (entry, item)
         item.future.add_done_callback(lambda _f, e=entry, it=item: self._on_done(e, it))
 
     def _on_done(self, entry: Entry, item: WorkItem) -> None:
@@ -210,8 +242,13 @@ class StreamPump(threading.Thread):
                 from model.imageio import encode_image
                 data = encode_image(item.future.result(), item.request.output_format)
                 self._settle(self.queue.complete, entry, data, meta=meta)
-            elif isinstance(exc, ShuttingDown):
+            elif isinstance(exc, ShuttingDown) and self.scheduler.closing:
                 self._settle(self.queue.release, entry, "a worker shut down")
+            elif isinstance(exc, ShuttingDown):
+                # a device thread died under the job (it may be what killed it): count
+                # an attempt, so a job that keeps doing this ends in the dead letters
+                self._settle(self.queue.fail, entry, f"the worker's device thread stopped: "
+                             f"{exc}", retry=True)
             else:
                 status, _ = status_and_code(exc)
                 retry = status >= 500 and status not in (503, 504)
@@ -222,16 +259,26 @@ class StreamPump(threading.Thread):
             self._settle(self.queue.fail, entry, f"{type(exc).__name__}: {exc}", retry=True)
         finally:
             with self._cond:
-                self._active.pop(entry.job_id, None)
+                self._active.pop(entry.entry_id, None)
                 self._cond.notify_all()
 
     def _settle(self, op, entry: Entry, *args, **kwargs) -> None:
-        """One Redis call that ends an entry; with Redis down the entry stays pending and
-        is reclaimed after the visibility timeout (or was lost with Redis)."""
-        try:
-            op(entry, *args, **kwargs)
-        except QueueUnavailable as exc:
-            log.warning("could not store the outcome of job %s: %s", entry.job_id, exc)
+        """One Redis call that ends an entry, tried for a few seconds through a Redis
+        blip; after that the entry stays pending and is taken over after the visibility
+        timeout (or was lost with Redis)."""
+        for pause in SETTLE_RETRIES:
+            try:
+                op(entry, *args, **kwargs)
+                return
+            except QueueUnavailable as exc:
+                if pause is None:
+                    log.warning("could not store the outcome of job %s: %s", entry.job_id,
+                                exc)
+                    return
+                time.sleep(pause)
+            except Exception:
+                log.exception("storing the outcome of job %s failed", entry.job_id)
+                return
 
 
 class WorkerScheduler(Scheduler):
@@ -253,6 +300,8 @@ class WorkerScheduler(Scheduler):
 
     def readiness(self) -> tuple[bool, str]:
         ready, detail = super().readiness()
+        if ready and not self.pump.is_alive():
+            return False, "the thread taking jobs from Redis stopped (see the log)"
         if ready and self.pump.redis_error is not None:
             return False, f"Redis unavailable ({self.pump.redis_error}); not taking jobs"
         if ready and not self.pump.announced:

@@ -213,6 +213,32 @@ return written
 """
 
 
+# Resets the idle time of the entries ARGV[3..] that consumer ARGV[2] still owns. One
+# script, so no other worker's XAUTOCLAIM can take an entry between the ownership check
+# and the claim (which would hand it back). JUSTID leaves the delivery counter alone.
+_RENEW = """
+local n = 0
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if p[1] and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    n = n + 1
+  end
+end
+return n
+"""
+
+# KEYS: cancel flag, idem ('' for none). ARGV: ttl_ms, job_id. A canceled job gives up
+# its idempotency key, so a resubmission computes again instead of joining it.
+_CANCEL = """
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+if KEYS[2] ~= '' and redis.call('GET', KEYS[2]) == ARGV[2] then
+  redis.call('DEL', KEYS[2])
+end
+return 1
+"""
+
+
 def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
@@ -238,7 +264,10 @@ class RedisQueue:
         self.stream, self.dead_stream = p + "jobs", p + "dead"
         self._submit_script = self._r.register_script(_SUBMIT)
         self._finish_script = self._r.register_script(_FINISH)
+        self._renew_script = self._r.register_script(_RENEW)
+        self._cancel_script = self._r.register_script(_CANCEL)
         self._group_ready = False
+        self._cursors: dict[str, str] = {}
 
     # -- keys ----------------------------------------------------------------------------
     def _key(self, kind: str, *parts: str) -> str:
@@ -256,6 +285,13 @@ class RedisQueue:
         except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as e:
             self._group_ready = False      # a restarted Redis may have lost the group
             raise QueueUnavailable(f"Redis is unavailable: {e}") from e
+        except redis.ResponseError as e:
+            # out of memory (maxmemory with noeviction) or a read-only replica after a
+            # failover: Redis answers but cannot take work; like down, it passes
+            text = str(e)
+            if text.startswith(("OOM", "READONLY", "MASTERDOWN", "LOADING")):
+                raise QueueUnavailable(f"Redis cannot take writes now: {text}") from e
+            raise
 
     def _ensure_group(self, force: bool = False) -> None:
         if self._group_ready and not force:
@@ -334,7 +370,11 @@ class RedisQueue:
                 raise ResultTimeout(f"job {job_id} did not finish within {timeout_s:g} s")
             with self._guard():
                 if self._r.blpop([notify], timeout=max(0.01, min(left, slice_s))):
-                    self._r.rpush(notify, b"1")
+                    # put the token back for other waiters, with the TTL the pop removed
+                    pipe = self._r.pipeline(transaction=True)
+                    pipe.rpush(notify, b"1")
+                    pipe.pexpire(notify, int(self.config.result_ttl_s * 1000))
+                    pipe.execute()
 
     # -- worker side ---------------------------------------------------------------------
     def claim(self, consumer: str, count: int = 1, block_ms: int = 1000) -> list[Entry]:
@@ -379,9 +419,14 @@ class RedisQueue:
 
     def _read(self, consumer: str, count: int, block_ms: int) -> list[tuple[bytes, dict]]:
         c = self.config
-        _next, raw, _deleted = self._r.xautoclaim(
+        # Scan the pending list from where the last call stopped: XAUTOCLAIM looks at
+        # about 10 x count entries per call, so restarting at 0-0 could keep a busy
+        # worker (small count) from ever reaching dead workers' entries behind live ones.
+        cursor = self._cursors.get(consumer, "0-0")
+        nxt, raw, _deleted = self._r.xautoclaim(
             self.stream, c.group, consumer, min_idle_time=c.visibility_timeout_ms,
-            start_id="0-0", count=count)
+            start_id=cursor, count=max(count, 1))
+        self._cursors[consumer] = _s(nxt)
         raw = [(eid, f) for eid, f in raw if f]
         if len(raw) < count:
             got = self._r.xreadgroup(c.group, consumer, {self.stream: ">"},
@@ -469,23 +514,19 @@ class RedisQueue:
         """
         if not entries:
             return 0
-        wanted = {e.entry_id for e in entries}
         with self._guard():
-            owned = self._r.xpending_range(self.stream, self.config.group, min="-", max="+",
-                                           count=max(100, 2 * len(wanted)),
-                                           consumername=consumer)
-            ids = [p["message_id"] for p in owned if _s(p["message_id"]) in wanted]
-            if not ids:
-                return 0
-            return len(self._r.xclaim(self.stream, self.config.group, consumer,
-                                      min_idle_time=0, message_ids=ids, justid=True))
+            return int(self._renew_script(keys=[self.stream], args=[
+                self.config.group, consumer, *(e.entry_id for e in entries)]))
 
     # -- cancellation ------------------------------------------------------------------------
-    def cancel(self, job_id: str) -> None:
-        """Mark a job as abandoned by its caller; a worker holding it drops it."""
+    def cancel(self, job_id: str, idem_key: Optional[str] = None) -> None:
+        """Mark a job as abandoned by its caller; a worker holding it drops it. With
+        ``idem_key`` (the one it was submitted with) the key is released too, if it
+        still names this job."""
+        idem = self._key("idem", idem_key) if idem_key else ""
         with self._guard():
-            self._r.set(self._key("cancel", job_id), b"1",
-                        px=int(self.config.result_ttl_s * 1000))
+            self._cancel_script(keys=[self._key("cancel", job_id), idem],
+                                args=[int(self.config.result_ttl_s * 1000), job_id])
 
     def canceled(self, job_ids: "list[str]") -> set[str]:
         """Which of ``job_ids`` were canceled."""

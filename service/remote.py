@@ -30,6 +30,7 @@ import hashlib
 import logging
 import threading
 import time
+import uuid
 from typing import Optional
 from urllib.parse import urlsplit, urlunsplit
 
@@ -145,7 +146,11 @@ class RemoteScheduler(Scheduler):
     # -- Redis health and worker announcements ----------------------------------------
     def _watch(self) -> None:
         while not self._stop.wait(REFRESH_S):
-            self._refresh()
+            try:
+                self._refresh()
+            except Exception as exc:        # this thread must outlive any bad record
+                log.exception("reading worker announcements failed")
+                self._redis_error = f"unexpected answer from Redis: {exc}"
 
     def _refresh(self) -> None:
         try:
@@ -183,28 +188,51 @@ class RemoteScheduler(Scheduler):
             params = {k: payload[k] for k in ("task", "format", "shape", "mask")}
             key = idempotency_key(blobs["pixels"], blobs.get("mask"), params, req.seed,
                                   req.model.version or req.model.name)
+        item.job = (payload, blobs, key)
+        self._submit(item)
+        try:
+            with self._wait_lock:
+                self._waiting.add(item)
+            self._waiters.submit(self._wait, item)
+        except RuntimeError as exc:              # close() shut the pool meanwhile
+            raise ShuttingDown("this API process is stopping; retry on another "
+                               "instance") from exc
+
+    def _submit(self, item: WorkItem) -> None:
+        """Queue the item's job, or join the job its idempotency key names."""
+        payload, blobs, key = item.job
         try:
             sub = self.queue.submit(item.id, payload, blobs, idem_key=key)
         except QueueUnavailable as exc:
             self._redis_error = str(exc)
             raise
-        if not sub.created:
-            item.id, item.replayed = sub.job_id, True
+        item.replayed = not sub.created
+        if item.replayed:
+            item.id, item.on_cancel = sub.job_id, None   # a shared job is not ours to cancel
         else:
-            item.on_cancel = lambda: self._cancels.submit(self._cancel, item.id)
-        with self._wait_lock:
-            self._waiting.add(item)
-        self._waiters.submit(self._wait, item)
+            item.on_cancel = lambda: self._cancel_later(item.id, key)
 
-    def _cancel(self, job_id: str) -> None:
+    def _cancel_later(self, job_id: str, key: str) -> None:
         try:
-            self.queue.cancel(job_id)
+            self._cancels.submit(self._cancel, job_id, key)
+        except RuntimeError:                     # shutting down: nobody will take it now
+            pass
+
+    def _cancel(self, job_id: str, key: Optional[str] = None) -> None:
+        try:
+            self.queue.cancel(job_id, key)
         except QueueUnavailable as exc:
             log.warning("could not mark job %s canceled: %s", job_id, exc)
 
     def _wait(self, item: WorkItem) -> None:
         try:
             result = self._wait_for_result(item)
+            if item.replayed and not result.ok and result.meta.get("status") in (499, 504):
+                # The job we joined was given up by its own caller (or ran out of its
+                # caller's time), not by ours: its key was released, so queue our own.
+                item.id = uuid.uuid4().hex
+                self._submit(item)
+                result = self._wait_for_result(item)
         except ServiceError as exc:
             item.fail(exc)
             return
@@ -237,7 +265,7 @@ class RemoteScheduler(Scheduler):
             reason = item.abandon_reason(now)
             if reason is not None:
                 if not item.replayed:           # nobody waits for it: workers drop it
-                    self._cancel(item.id)
+                    self._cancel(item.id, item.job[2])
                 raise reason
             lost = False
             try:

@@ -49,6 +49,7 @@ class WorkItem:
         self.worker: Optional["Worker"] = None
         self.on_cancel: Optional[Callable[[], None]] = None   # remote mode: tell Redis
         self.replayed = False          # remote mode: an idempotent duplicate's stored result
+        self.job = None                # remote mode: (payload, blobs, idempotency key)
 
     def abandon_reason(self, now: float) -> Optional[ServiceError]:
         """Why the worker should drop this item now (canceled, past deadline), or None."""

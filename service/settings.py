@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     redis_prefix: str = Field(default="resshift:", min_length=1,
                               description="prefix of every Redis key of this deployment")
     visibility_timeout_s: float = Field(
-        default=120.0, gt=0, description="a job held this long by a silent (dead) worker "
+        default=120.0, ge=4.0, description="a job held this long by a silent (dead) worker "
         "is taken over by another; live workers renew their jobs well before")
     max_attempts: int = Field(default=3, ge=1, description="deliveries of a job before it "
                               "goes to the dead-letter stream with its last error")

@@ -14,7 +14,7 @@ client sees the status the embedded mode would have given.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Any, Mapping, Optional
 
 import numpy as np
@@ -89,4 +89,8 @@ def served_to_json(served: Mapping[str, ServedModel]) -> dict[str, dict[str, Any
 
 
 def served_from_json(data: Mapping[str, Mapping[str, Any]]) -> dict[str, ServedModel]:
-    return {task: ServedModel(**dict(m)) for task, m in data.items()}
+    """Fields this release does not know (a newer worker during a rolling upgrade) are
+    ignored."""
+    known = {f.name for f in fields(ServedModel)}
+    return {task: ServedModel(**{k: v for k, v in dict(m).items() if k in known})
+            for task, m in data.items()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import time
 from typing import Optional
@@ -49,6 +50,15 @@ class Counted:
         self.svc.metrics.requests.labels(self.task, str(self.status)).inc()
 
 
+async def submit(svc: Services, request: Request, req: ValidatedRequest,
+                 timeout_s: float) -> WorkItem:
+    """Admit and dispatch in a thread: with Redis, dispatching hashes the pixels and
+    talks to Redis, which must not stall the event loop (and /healthz with it)."""
+    key = idempotency_key(request)
+    return await run_in_threadpool(svc.scheduler.submit, req, timeout_s,
+                                   idempotency_key=key)
+
+
 async def validate_request(request: Request, svc: Services, counted: Counted
                            ) -> ValidatedRequest:
     """Parse and validate (decoding in a thread); the scheduler must be ready."""
@@ -70,7 +80,9 @@ def idempotency_key(request: Request) -> Optional[str]:
     if not _IDEM_KEY.match(value):
         raise InvalidField("Idempotency-Key must be 1 to 255 visible ASCII characters "
                            "(e.g. a UUID)")
-    return value
+    # scoped by the caller's credentials: two clients' "order-1" are different keys
+    scope = hashlib.sha256(request.headers.get("authorization", "").encode()).hexdigest()
+    return f"{scope[:32]}:{value}"
 
 
 def remaining_s(request: Request, budget_s: float) -> float:

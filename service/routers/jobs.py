@@ -8,8 +8,7 @@ from fastapi.responses import JSONResponse
 from ..deps import Services, require_key, services
 from ..parsing import OPENAPI_BODY
 from ..schemas import ErrorBody, JobOut, JobState
-from .common import (MEDIA_TYPES, Counted, idempotency_key, result_headers,
-                     validate_request)
+from .common import MEDIA_TYPES, Counted, result_headers, submit, validate_request
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_key)])
 NOT_FOUND = {404: {"model": ErrorBody}, 401: {"model": ErrorBody}}
@@ -22,8 +21,7 @@ async def create_job(request: Request, svc: Services = Depends(services)) -> JSO
     """Queue a restoration; poll GET /v1/jobs/{id}, then fetch /v1/jobs/{id}/result."""
     with Counted(svc) as counted:
         req = await validate_request(request, svc, counted)
-        item = svc.scheduler.submit(req, svc.settings.job_timeout_s,
-                                    idempotency_key=idempotency_key(request))
+        item = await submit(svc, request, req, svc.settings.job_timeout_s)
         job = svc.jobs.add(item)
         counted.status = 202
         out = JobOut(id=job.id, status=JobState.queued, task=req.task, seed=req.seed)

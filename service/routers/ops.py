@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Response
+from starlette.concurrency import run_in_threadpool
 
 from ..deps import Services, require_key, require_metrics_key, services
 from ..errors import NotReady
@@ -49,4 +50,6 @@ async def readyz(svc: Services = Depends(services)) -> Health:
             responses={200: {"content": {"text/plain": {}}}})
 async def metrics(svc: Services = Depends(services)) -> Response:
     """Prometheus text format."""
-    return Response(svc.metrics.render(), media_type=svc.metrics.content_type)
+    # in a thread: with Redis, a scrape reads the queue gauges from it
+    body = await run_in_threadpool(svc.metrics.render)
+    return Response(body, media_type=svc.metrics.content_type)

@@ -8,8 +8,8 @@ from ..deps import Services, require_key, services
 from ..parsing import OPENAPI_BODY
 from ..schemas import ErrorBody
 from ..jobs import encoded
-from .common import (MEDIA_TYPES, Counted, await_result, idempotency_key, remaining_s,
-                     result_headers, validate_request)
+from .common import (MEDIA_TYPES, Counted, await_result, remaining_s, result_headers,
+                     submit, validate_request)
 
 router = APIRouter(tags=["restore"], dependencies=[Depends(require_key)])
 
@@ -25,8 +25,8 @@ async def restore(request: Request, svc: Services = Depends(services)) -> Respon
     """Restore one image and return it (multipart form, or JSON with base64 fields)."""
     with Counted(svc) as counted:
         req = await validate_request(request, svc, counted)
-        item = svc.scheduler.submit(req, remaining_s(request, svc.settings.request_timeout_s),
-                                    idempotency_key=idempotency_key(request))
+        item = await submit(svc, request, req,
+                            remaining_s(request, svc.settings.request_timeout_s))
         body = await encoded(await await_result(request, svc, item), req.output_format)
         counted.status = 200
         return Response(body, media_type=MEDIA_TYPES[req.output_format],

@@ -58,7 +58,9 @@ def test_worker_role_runs_jobs_from_redis_and_serves_only_probes(model_dirs, pre
         submit(queue, "late", pixels, seed=8, deadline_in_s=-1)
         queue.cancel("gone")
         submit(queue, "gone", pixels, seed=8)
-        done = {j: queue.wait_result(j, 30) for j in ("ok", "late", "gone")}
+        queue.submit("bad", {"v": 1, "task": "sr"}, {"pixels": b"x"})     # no shape, seed...
+        submit(queue, "after", pixels, seed=9)
+        done = {j: queue.wait_result(j, 30) for j in ("ok", "late", "gone", "bad", "after")}
         assert client.post("/v1/restore").status_code == 404     # not an API process
         metrics = client.get("/metrics").text
         ready = client.get("/readyz").json()["detail"]
@@ -69,6 +71,8 @@ def test_worker_role_runs_jobs_from_redis_and_serves_only_probes(model_dirs, pre
     assert (done["late"].status, done["late"].meta["status"]) == ("failed", 504)
     assert (done["gone"].status, done["gone"].meta["status"]) == ("failed", 499)
     assert done["late"].attempts == done["gone"].attempts == 1          # no retries
+    assert not done["bad"].ok and "unreadable job" in done["bad"].error
+    assert done["after"].ok                         # the pump lived on after the bad job
     assert "resshift_stream_length 0.0" in metrics and "resshift_redis_up 1.0" in metrics
     assert "taking jobs from Redis as w-test" in ready
     assert queue.workers() == {}                    # it left the group when it stopped
@@ -78,8 +82,8 @@ def test_a_stopping_worker_gives_its_jobs_back_without_using_an_attempt(model_di
     queue = RedisQueue(URL, QueueConfig(prefix=prefix))
     settings = worker_settings(model_dirs, prefix, shutdown_grace_s=0.0, max_wait_ms=0.0)
     with running_app(settings):
-        for k in range(3):
-            submit(queue, f"job-{k}", photo(64, 64, seed=k), seed=k)
+        for k in range(3):                         # ~2 s each: not done by the close
+            submit(queue, f"job-{k}", photo(112, 112, seed=k), seed=k)
         end = time.monotonic() + 30
         while queue.stats().pending < 3:           # the worker holds all three
             assert time.monotonic() < end

@@ -296,14 +296,14 @@ def test_lost_stream_and_group_are_recreated(make_queue):
 
 
 def test_renewed_entries_of_a_live_worker_are_not_taken_over(make_queue):
-    q = make_queue(visibility_timeout_ms=300)
+    q = make_queue(visibility_timeout_ms=1500)
     q.submit("job-1", {"n": 1}, {"image": b"pixels"})
     [held] = q.claim("slow", block_ms=500)
-    for _ in range(4):                              # 0.6 s of work, renewed every 0.15 s
-        time.sleep(0.15)
+    for _ in range(8):                              # 1.6 s of work, renewed every 0.2 s
+        time.sleep(0.2)
         assert q.renew("slow", [held]) == 1
         assert q.claim("other", block_ms=0) == []
-    time.sleep(0.45)                                # stops renewing: now it is taken over
+    time.sleep(1.7)                                 # stops renewing: now it is taken over
     [taken] = poll(lambda: q.claim("other", block_ms=50))
     assert taken.entry_id == held.entry_id and taken.attempt == 2
     assert q.renew("slow", [held]) == 0             # no longer its own: left alone

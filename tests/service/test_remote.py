@@ -192,3 +192,23 @@ def test_wire_round_trip_with_mask_and_refusals():
         from_job({**payload, "v": 99}, blobs, {"inpaint": inpaint})
     assert error_meta(MaskRequired("x")) == {"status": 422, "code": "mask_required"}
     assert error_meta(InferenceFailed("x"))["status"] == 500
+
+
+def test_idempotency_keys_are_scoped_by_the_callers_api_key(prefix):
+    def answer(q, entry):
+        q.complete(entry, encode(photo(4, 4, seed=len(worker.seen))))
+    worker = HandWorker(prefix, answer)
+    worker.start()
+    try:
+        with running_app(api_settings(prefix, api_keys="k1,k2")) as client:
+            def post(key):
+                return client.post("/v1/restore", **form(encode(photo(8, 8)), task="sr"),
+                                   headers={"Idempotency-Key": "order-1",
+                                            "Authorization": f"Bearer {key}"})
+            a, b, a_again = post("k1"), post("k2"), post("k1")
+    finally:
+        worker.stop.set()
+        worker.join()
+    assert a.status_code == b.status_code == a_again.status_code == 200
+    assert len(worker.seen) == 2 and a.content != b.content     # k2 did not get k1's image
+    assert a_again.content == a.content and a_again.headers["x-idempotent-replay"] == "true"

@@ -183,6 +183,11 @@ def test_api_and_two_workers_complete_30_jobs_like_the_embedded_mode(deployment,
     results = results_in_redis(deployment.redis, deployment.prefix)
     assert len(results) == 30
     assert {h[b"status"] for h in results.values()} == {b"done"}
+    # nothing is left behind without an expiry (results, notify lists, idempotency keys)
+    r = deployment.redis
+    for key in r.scan_iter(match=deployment.prefix + "*", count=1000):
+        if key.decode()[len(deployment.prefix):] not in ("jobs", "dead", "workers"):
+            assert r.pttl(key) > 0, key
 
     # the asynchronous API over Redis: same pixels as the synchronous one
     created = httpx.post(api.url + "/v1/jobs", **form(encode(cases[0][0]), task="sr",
