@@ -151,6 +151,10 @@ class StreamPump(threading.Thread):
             canceled = self.queue.canceled([e.job_id for e in entries])
         except QueueUnavailable:
             canceled = set()                    # the next beat looks again
+        try:
+            self.queue.mark_started([e.job_id for e in entries if e.job_id not in canceled])
+        except QueueUnavailable:
+            pass                                # only the "running" state waits for it
         for entry in entries:
             try:
                 self._start(entry, entry.job_id in canceled)
@@ -237,7 +241,8 @@ class StreamPump(threading.Thread):
         try:
             exc = item.future.exception()
             meta = {"timings": dict(item.timings), "worker": self.consumer,
-                    "attempt": entry.attempt}
+                    "attempt": entry.attempt, "seed": item.request.seed,
+                    "format": item.request.output_format}
             if exc is None:
                 from model.imageio import encode_image
                 data = encode_image(item.future.result(), item.request.output_format)

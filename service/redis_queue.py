@@ -45,6 +45,7 @@ Key layout (all under ``prefix``, default ``resshift:``)::
     {prefix}notify:{job_id}       list a finisher pushes to; waiters BLPOP it (result_ttl_s)
     {prefix}idem:{key}            job id of the first submission with that key (result_ttl_s)
     {prefix}cancel:{job_id}       set when the caller gave up; workers drop the job
+    {prefix}started:{job_id}      set when a worker took the job (result_ttl_s)
     {prefix}workers               hash: consumer name -> JSON {"seen": unix time, "info": ...}
 
 Every Redis connection or timeout error surfaces as ``QueueUnavailable`` (a 503 through
@@ -535,6 +536,21 @@ class RedisQueue:
         with self._guard():
             flags = self._r.mget([self._key("cancel", j) for j in job_ids])
         return {j for j, f in zip(job_ids, flags) if f}
+
+    # -- progress ------------------------------------------------------------------------------
+    def mark_started(self, job_ids: "list[str]") -> None:
+        """Note that a worker has taken these jobs (``GET /v1/jobs`` shows "running")."""
+        if not job_ids:
+            return
+        with self._guard():
+            pipe = self._r.pipeline(transaction=False)
+            for j in job_ids:
+                pipe.set(self._key("started", j), b"1", px=int(self.config.result_ttl_s * 1000))
+            pipe.execute()
+
+    def started(self, job_id: str) -> bool:
+        with self._guard():
+            return bool(self._r.exists(self._key("started", job_id)))
 
     # -- presence ------------------------------------------------------------------------------
     def announce(self, consumer: str, info: Mapping[str, Any]) -> None:

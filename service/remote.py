@@ -26,6 +26,7 @@ Failure handling, in terms a client sees:
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import hashlib
 import logging
 import threading
@@ -39,6 +40,7 @@ from .metrics import Metrics
 from .redis_queue import QueueConfig, QueueUnavailable, RedisQueue, ResultTimeout, \
     idempotency_key
 from .scheduler import Scheduler, WorkItem
+from .schemas import JobState
 from .settings import Settings
 from .validation import ServedModel
 from .wire import error_from_result, served_from_json, to_job
@@ -251,6 +253,13 @@ class RemoteScheduler(Scheduler):
         item.timings["queue"] = max(0.0, elapsed - sum(item.timings[s] for s in
                                                        ("encode", "denoise", "decode")))
         if result.ok:
+            seed, fmt = result.meta.get("seed"), result.meta.get("format")
+            if seed is not None and fmt and (seed, fmt) != (item.request.seed,
+                                                          item.request.output_format):
+                # a stored result of another request with the same Idempotency-Key:
+                # describe the image as it was made
+                item.request = dataclasses.replace(item.request, seed=int(seed),
+                                                   output_format=fmt)
             item.succeed(result.data)
         else:
             item.fail(error_from_result(result.error or "the job failed", result.meta))
@@ -273,6 +282,8 @@ class RemoteScheduler(Scheduler):
                     lost = not self.queue.job_exists(item.id, ("pixels",))
                     check_known = False
                 if not lost:
+                    if item.state is JobState.queued and self.queue.started(item.id):
+                        item.state = JobState.running        # GET /v1/jobs shows it
                     return self.queue.wait_result(
                         item.id, timeout_s=max(0.01, min(1.0, item.deadline - now)))
             except ResultTimeout:

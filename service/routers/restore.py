@@ -29,5 +29,6 @@ async def restore(request: Request, svc: Services = Depends(services)) -> Respon
                             remaining_s(request, svc.settings.request_timeout_s))
         body = await encoded(await await_result(request, svc, item), req.output_format)
         counted.status = 200
-        return Response(body, media_type=MEDIA_TYPES[req.output_format],
-                        headers=result_headers(item, req))
+        done = item.request      # a stored result (Redis replay) says its own seed and format
+        return Response(body, media_type=MEDIA_TYPES[done.output_format],
+                        headers=result_headers(item, done))

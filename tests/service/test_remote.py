@@ -108,14 +108,16 @@ def test_the_job_carries_the_validated_pixels_and_the_result_comes_back(prefix):
         req = from_job(entry.payload, entry.blobs, {"sr": SR})
         assert np.array_equal(req.pixels, pixels) and req.seed == 77
         q.complete(entry, encode(req.pixels[::-1].copy()),
-                   meta={"timings": {"encode": 0.5, "denoise": 1.0, "decode": 0.25}})
+                   meta={"timings": {"encode": 0.5, "denoise": 1.0, "decode": 0.25},
+                         "seed": req.seed, "format": req.output_format})
     worker = HandWorker(prefix, flip)
     worker.start()
     try:
         with running_app(api_settings(prefix)) as client:
             r = client.post("/v1/restore", **form(encode(pixels), task="sr", seed=77),
                             headers={"Idempotency-Key": "order-1"})
-            again = client.post("/v1/restore", **form(encode(photo(8, 8)), task="sr"),
+            again = client.post("/v1/restore", **form(encode(photo(8, 8)), task="sr",
+                                                      output_format="jpeg"),
                                 headers={"Idempotency-Key": "order-1"})
             bad_key = client.post("/v1/restore", **form(encode(pixels), task="sr"),
                                   headers={"Idempotency-Key": "has space"})
@@ -128,6 +130,8 @@ def test_the_job_carries_the_validated_pixels_and_the_result_comes_back(prefix):
     # the same Idempotency-Key returns the stored result; the worker ran one job
     assert again.status_code == 200 and again.content == r.content
     assert again.headers["x-idempotent-replay"] == "true" and len(worker.seen) == 1
+    # described as it was made, not as the second request asked
+    assert again.headers["x-seed"] == "77" and again.headers["content-type"] == "image/png"
     assert bad_key.status_code == 422 and "Idempotency-Key" in bad_key.text
     assert models[0]["model"] == "hand-sr"
 
@@ -212,3 +216,25 @@ def test_idempotency_keys_are_scoped_by_the_callers_api_key(prefix):
     assert a.status_code == b.status_code == a_again.status_code == 200
     assert len(worker.seen) == 2 and a.content != b.content     # k2 did not get k1's image
     assert a_again.content == a.content and a_again.headers["x-idempotent-replay"] == "true"
+
+
+def test_an_async_job_shows_running_once_a_worker_took_it(prefix):
+    def slow(q, entry):
+        q.mark_started([entry.job_id])
+        time.sleep(2.0)
+        q.complete(entry, encode(photo(4, 4)))
+    worker = HandWorker(prefix, slow)
+    worker.start()
+    try:
+        with running_app(api_settings(prefix)) as client:
+            job = client.post("/v1/jobs", **form(encode(photo(8, 8)), task="sr")).json()["id"]
+            seen = []
+            end = time.monotonic() + 20
+            while not seen or seen[-1] not in ("succeeded", "failed"):
+                assert time.monotonic() < end, seen
+                seen.append(client.get(f"/v1/jobs/{job}").json()["status"])
+                time.sleep(0.1)
+    finally:
+        worker.stop.set()
+        worker.join()
+    assert "running" in seen and seen[-1] == "succeeded", seen
