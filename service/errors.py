@@ -187,7 +187,7 @@ def error_response(exc: BaseException, headers: Optional[dict[str, str]] = None)
     out = dict(headers or {})
     if isinstance(exc, QueueFull):
         out["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
-    if isinstance(exc, NotReady):
+    if isinstance(exc, NotReady) or (isinstance(exc, RemoteError) and status in (429, 503)):
         out.setdefault("Retry-After", "5")
     if isinstance(exc, Unauthorized):
         out["WWW-Authenticate"] = "Bearer"

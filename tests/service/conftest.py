@@ -153,3 +153,23 @@ def metric(text: str, name: str, **labels) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return sample.value
     return 0.0
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A fresh key prefix on the real Redis at 127.0.0.1:6379; every key under it is
+    deleted afterwards. Skips when no Redis server answers."""
+    import uuid
+
+    import redis
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0", socket_timeout=2)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.skip("no Redis server at 127.0.0.1:6379 (these tests need a real one)")
+    prefix = f"test-{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    keys = list(client.scan_iter(match=prefix + "*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()

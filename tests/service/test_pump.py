@@ -4,8 +4,6 @@ real Redis by this test, which plays the API with the same `RedisQueue` calls.""
 from __future__ import annotations
 
 import time
-import uuid
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -21,18 +19,8 @@ URL = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture
-def prefix() -> Iterator[str]:
-    try:
-        client = redis.Redis.from_url(URL, socket_timeout=2)
-        client.ping()
-    except redis.ConnectionError:
-        pytest.skip("no Redis server at 127.0.0.1:6379 (these tests need a real one)")
-    p = f"test-pump-{uuid.uuid4().hex[:10]}:"
-    yield p
-    keys = list(client.scan_iter(match=p + "*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+def prefix(redis_prefix) -> str:
+    return redis_prefix
 
 
 def worker_settings(model_dirs, prefix: str, **overrides):

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -30,18 +28,8 @@ SR = ServedModel(task="sr", name="hand-sr", family="resshift", kind="sr", scale=
 
 
 @pytest.fixture
-def prefix() -> Iterator[str]:
-    try:
-        client = redis.Redis.from_url(URL, socket_timeout=2)
-        client.ping()
-    except redis.ConnectionError:
-        pytest.skip("no Redis server at 127.0.0.1:6379 (these tests need a real one)")
-    p = f"test-remote-{uuid.uuid4().hex[:10]}:"
-    yield p
-    keys = list(client.scan_iter(match=p + "*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+def prefix(redis_prefix) -> str:
+    return redis_prefix
 
 
 def api_settings(prefix: str, **overrides) -> Settings:
