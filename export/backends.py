@@ -34,7 +34,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from pathlib import Path
-from typing import Optional, Protocol
+from typing import Callable, Optional, Protocol
 
 import torch
 
@@ -100,6 +100,20 @@ class Backend(Protocol):
         """One line for logs and the CLI: name, device / provider, precision."""
 
 
+def decode_failure(image: torch.Tensor) -> Optional[str]:
+    """Why a decoded image (before clamping) is unusable, or None: NaN or Inf values.
+
+    An fp16/bf16 overflow shows up here as Inf/NaN before the clamp turns it into black
+    pixels; a decoded image that is merely dark (a black border, a night scene) is
+    fine and is not decoded again.
+    """
+    finite = torch.isfinite(image)
+    if bool(finite.all()):
+        return None
+    bad = int((~finite).sum())
+    return f"{bad} NaN/Inf value(s) of {image.numel()}"
+
+
 class TorchBackend:
     """The restorer's own torch modules, in float32 or under bfloat16 autocast.
 
@@ -136,6 +150,8 @@ class TorchBackend:
         self.bf16_unet = full or (precision == "bf16" and not latent)
         self.bf16_encoder = full and latent
         self.bf16_decoder = precision != "fp32" and latent
+        self.fallbacks = 0                 # reduced-precision decodes redone in float32
+        self.on_fallback: Optional[Callable[[str], None]] = None
 
     def _autocast(self):
         return torch.autocast(self.restorer.device.type, dtype=torch.bfloat16)
@@ -172,7 +188,17 @@ class TorchBackend:
             z = ae.quantize(z.float())
         with self._autocast():
             out = ae.decoder(ae.post_quant_conv(self._cl(z)))
-        return out.float().contiguous()
+        out = out.float().contiguous()
+        bad = decode_failure(out)
+        if bad is not None:
+            # Reduced-precision VAE decoders are known to overflow (black or NaN images):
+            # this tile is decoded again in float32, and the event is counted.
+            self.fallbacks += 1
+            log.warning("%s decode gave %s; decoding again in float32", self.precision, bad)
+            if self.on_fallback is not None:
+                self.on_fallback(bad)
+            out = ae.decoder(ae.post_quant_conv(z.float()))
+        return out
 
     def describe(self) -> str:
         if self.precision == "fp32":
@@ -290,6 +316,15 @@ class SplitBackend:
 
     def prepare(self, latent_tiles: "list[tuple[int, int]]") -> list[str]:
         return self.upstream.prepare(latent_tiles, decoder=False)   # decodes on torch
+
+    @property
+    def on_fallback(self):
+        return getattr(self.decoder, "on_fallback", None)
+
+    @on_fallback.setter
+    def on_fallback(self, fn) -> None:
+        if hasattr(self.decoder, "on_fallback"):
+            self.decoder.on_fallback = fn
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         return self.upstream.encode(image)

@@ -57,6 +57,9 @@ class Metrics:
         self.gpu_memory = Gauge(
             "resshift_gpu_memory_bytes", "GPU memory allocated by the worker's tensors",
             ["device"], registry=reg)
+        self.decode_fallbacks = Counter(
+            "resshift_decode_fallbacks_total", "Reduced-precision decodes that gave NaN/Inf "
+            "and were redone in float32", ["task"], registry=reg)
         self.model_info = Gauge(
             "resshift_model_info", "Served models (value 1)",
             ["task", "model", "backend", "precision"], registry=reg)

@@ -144,6 +144,9 @@ class Worker(threading.Thread):
                                          precision=self.settings.precision)
                 restorer = restorer.using(backend)
                 backend_name, precision = _backend_labels(backend)
+                if hasattr(backend, "on_fallback"):
+                    counter = self.metrics.decode_fallbacks.labels(task)
+                    backend.on_fallback = lambda _why, c=counter: c.inc()
             latent_tile = None
             if restorer.family == "resshift":
                 tiles = restorer.tile_options(self.settings.tile)

@@ -187,3 +187,31 @@ def test_tensorrt_probe_on_a_gpu():
     device = probe_tensorrt()
     major, minor = torch.cuda.get_device_capability()
     assert device.compute_capability == f"{major}.{minor}" and device.tensorrt_version
+
+
+def test_a_reduced_precision_decode_with_nan_is_redone_in_float32(small_restorer):
+    """Fault injection: the real decoder, made to overflow only under autocast (as fp16
+    VAE decoders do); the bf16 backend must notice, decode in float32 and count it."""
+    from export.backends import decode_failure
+    ae = small_restorer.autoencoder
+    z = ae.encode(torch.rand(1, 3, 32, 32) * 2 - 1)
+    want = ae.decode(z)
+    backend = TorchBackend(small_restorer, "bf16")
+    seen = []
+    backend.on_fallback = seen.append
+
+    def overflow_under_autocast(_module, _inputs, output):
+        if torch.is_autocast_enabled("cpu"):
+            output = output.clone()
+            output[0, 0, 0, 0] = float("inf")
+            return output
+    handle = ae.decoder.register_forward_hook(overflow_under_autocast)
+    try:
+        got = backend.decode(z)
+    finally:
+        handle.remove()
+    assert backend.fallbacks == 1 and seen and "NaN/Inf" in seen[0]
+    assert torch.isfinite(got).all() and torch.allclose(got, want, atol=1e-5)
+    # a healthy bf16 decode is kept as it is (no redo), and dark images are not failures
+    assert backend.decode(z).shape == want.shape and backend.fallbacks == 1
+    assert decode_failure(torch.full((1, 3, 8, 8), -1.0)) is None

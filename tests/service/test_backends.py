@@ -47,3 +47,28 @@ def test_onnxruntime_backend_serves_the_model_layer_pixels(model_dirs):
 def test_unknown_backend_setting_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="onnxruntime"):
         settings_for({"sr": "demo"}, backend="cuda-magic")
+
+
+def test_nan_decodes_are_redone_in_float32_and_counted(model_dirs):
+    """bf16 decoder made to overflow under autocast (fault injection on the real module):
+    the request still gets the float32 pixels and the metric counts each redo."""
+    import torch
+    settings = settings_for({"sr": model_dirs["sr"]}, precision="bf16", tile=16)
+    with running_app(settings) as c:
+        restorer = c.app.state.services.scheduler.workers[0]._restorers["sr"]
+
+        def overflow(_m, _i, output):
+            if torch.is_autocast_enabled("cpu"):
+                output = output.clone()
+                output[..., 0, 0] = float("nan")
+                return output
+        hook = restorer.autoencoder.decoder.register_forward_hook(overflow)
+        try:
+            r = c.post("/v1/restore", **form(encode(photo(16, 24, seed=3)), seed=5))
+        finally:
+            hook.remove()
+        text = c.get("/metrics").text
+    assert r.status_code == 200
+    assert metric(text, "resshift_decode_fallbacks_total", task="sr") >= 1
+    expected = model.load(model_dirs["sr"]).restore(photo(16, 24, seed=3), seed=5, tile=16)
+    assert np.abs(decode(r.content).astype(int) - expected.astype(int)).max() <= 1
