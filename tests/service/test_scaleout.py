@@ -180,6 +180,11 @@ def test_api_and_two_workers_complete_30_jobs_like_the_embedded_mode(deployment,
     done = [metric(w.metrics(), "resshift_request_duration_seconds_count", 'task="sr"')
             for w in workers]
     assert sum(done) == 30 and min(done) > 0, done
+    # and batched tiles of different jobs into shared UNet calls, as one process does
+    texts = [w.metrics() for w in workers]
+    calls = sum(metric(t, "resshift_batch_size_count", 'task="sr"') for t in texts)
+    tiles = sum(metric(t, "resshift_batch_size_sum", 'task="sr"') for t in texts)
+    assert tiles / calls > 2, (tiles, calls)         # measured: 7.3 tiles per call
     results = results_in_redis(deployment.redis, deployment.prefix)
     assert len(results) == 30
     assert {h[b"status"] for h in results.values()} == {b"done"}
