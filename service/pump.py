@@ -206,7 +206,8 @@ class StreamPump(threading.Thread):
     def _start(self, entry: Entry, canceled: bool) -> None:
         try:
             req = from_job(entry.payload, entry.blobs, self.scheduler.served)
-            left = seconds_left(entry.payload)
+            # Redis's clock when the API stamped one (hosts' clocks may disagree)
+            left = entry.left_s if entry.left_s is not None else seconds_left(entry.payload)
         except (NotReady, ShuttingDown) as exc:    # this worker, not the job: give it back
             self._settle(self.queue.release, entry, str(exc))
             return

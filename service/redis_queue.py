@@ -115,6 +115,8 @@ class Entry:
     last_error: Optional[str] = None      # error of the previous attempt, if it failed
     blob_keys: dict[str, str] = field(default_factory=dict, repr=False)
     idem: str = field(default="", repr=False)
+    deadline_ms: Optional[int] = None     # Redis clock; None: no deadline was given
+    left_s: Optional[float] = None        # deadline_ms - Redis's now, when claimed
 
 
 @dataclass(frozen=True)
@@ -174,16 +176,25 @@ def idempotency_key(image: bytes, mask: Optional[bytes], params: Mapping[str, An
 
 
 # KEYS: stream, idem ('' for none), blob keys...  ARGV: job_id, idem_ttl_ms, blob_ttl_ms,
-# payload, blob refs, blob values...
+# payload, blob refs, budget_ms ('' for none), blob values...
+# The deadline is stamped with Redis's own clock (TIME), so API and worker hosts whose
+# clocks disagree still agree on when a job is too late.
 _SUBMIT = """
 if KEYS[2] ~= '' then
   local existing = redis.call('GET', KEYS[2])
   if existing then return {0, existing} end
   redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 end
-for i = 3, #KEYS do redis.call('SET', KEYS[i], ARGV[i + 3], 'PX', ARGV[3]) end
+for i = 3, #KEYS do redis.call('SET', KEYS[i], ARGV[i + 4], 'PX', ARGV[3]) end
+local deadline = ''
+if ARGV[6] ~= '' then
+  local t = redis.call('TIME')
+  deadline = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+                      + tonumber(ARGV[6]))
+end
 local id = redis.call('XADD', KEYS[1], '*', 'job_id', ARGV[1], 'payload', ARGV[4],
-                      'blobs', ARGV[5], 'idem', KEYS[2], 'base_attempts', '0')
+                      'blobs', ARGV[5], 'idem', KEYS[2], 'base_attempts', '0',
+                      'deadline_ms', deadline)
 return {1, id}
 """
 
@@ -313,8 +324,11 @@ class RedisQueue:
     # -- API side ------------------------------------------------------------------------
     def submit(self, job_id: str, payload: Mapping[str, Any],
                blobs: Optional[Mapping[str, bytes]] = None,
-               idem_key: Optional[str] = None) -> Submitted:
+               idem_key: Optional[str] = None, budget_s: Optional[float] = None
+               ) -> Submitted:
         """Queue a job; with ``idem_key``, a duplicate returns the first job's id instead.
+        With ``budget_s`` the job's deadline is Redis's now + budget_s; a worker that
+        claims it gets ``Entry.left_s`` on the same clock.
 
         Blobs go to their own keys (TTL ``blob_ttl_s``) in the same atomic script as the
         stream entry and the idempotency mapping, so no half-submitted job is visible.
@@ -328,7 +342,8 @@ class RedisQueue:
             created, value = self._submit_script(
                 keys=[self.stream, idem, *refs.values()],
                 args=[job_id, int(c.result_ttl_s * 1000), int(c.blob_ttl_s * 1000),
-                      json.dumps(dict(payload)), json.dumps(refs), *blobs.values()])
+                      json.dumps(dict(payload)), json.dumps(refs),
+                      "" if budget_s is None else int(budget_s * 1000), *blobs.values()])
         return Submitted(job_id if created else _s(value), bool(created))
 
     def result(self, job_id: str) -> Optional[JobResult]:
@@ -401,14 +416,18 @@ class RedisQueue:
             if not raw:
                 return []
             pipe = self._r.pipeline(transaction=False)
+            pipe.time()
             for eid, fields in raw:
                 pipe.xpending_range(self.stream, c.group, min=eid, max=eid, count=1)
                 pipe.exists(self._key("result", _s(fields[b"job_id"])))
-            answers = pipe.execute()
+            now, *answers = pipe.execute()
+            now_ms = now[0] * 1000 + now[1] // 1000
             out = []
             for i, (eid, fields) in enumerate(raw):
                 pend, done = answers[2 * i], answers[2 * i + 1]
                 entry = self._entry(_s(eid), fields, pend[0]["times_delivered"] if pend else 1)
+                if entry.deadline_ms is not None:
+                    entry.left_s = (entry.deadline_ms - now_ms) / 1000
                 if done:
                     self._finish(entry, "failed", error="duplicate of a finished job")
                 elif entry.attempt > c.max_attempts:
@@ -439,10 +458,12 @@ class RedisQueue:
 
     def _entry(self, eid: str, f: dict, delivered: int) -> Entry:
         last = f.get(b"last_error")
+        deadline = f.get(b"deadline_ms")
         return Entry(entry_id=eid, job_id=_s(f[b"job_id"]), payload=json.loads(f[b"payload"]),
                      blobs={}, attempt=int(f.get(b"base_attempts", b"0")) + int(delivered),
                      last_error=_s(last) if last else None,
-                     blob_keys=json.loads(f.get(b"blobs", b"{}")), idem=_s(f.get(b"idem", b"")))
+                     blob_keys=json.loads(f.get(b"blobs", b"{}")), idem=_s(f.get(b"idem", b"")),
+                     deadline_ms=int(deadline) if deadline else None)
 
     def _load_blobs(self, entries: list[Entry]) -> list[Entry]:
         keys = [k for e in entries for k in e.blob_keys.values()]
@@ -502,7 +523,8 @@ class RedisQueue:
         pipe.xadd(self.stream, {
             "job_id": entry.job_id, "payload": json.dumps(entry.payload),
             "blobs": json.dumps(entry.blob_keys), "idem": entry.idem,
-            "base_attempts": str(max(0, base_attempts)), "last_error": last_error})
+            "base_attempts": str(max(0, base_attempts)), "last_error": last_error,
+            "deadline_ms": "" if entry.deadline_ms is None else str(entry.deadline_ms)})
         pipe.execute()
 
     def renew(self, consumer: str, entries: "list[Entry]") -> int:

@@ -204,7 +204,8 @@ class RemoteScheduler(Scheduler):
         """Queue the item's job, or join the job its idempotency key names."""
         payload, blobs, key = item.job
         try:
-            sub = self.queue.submit(item.id, payload, blobs, idem_key=key)
+            sub = self.queue.submit(item.id, payload, blobs, idem_key=key,
+                                    budget_s=max(0.0, item.deadline - time.monotonic()))
         except QueueUnavailable as exc:
             self._redis_error = str(exc)
             raise

@@ -29,12 +29,12 @@ def worker_settings(model_dirs, prefix: str, **overrides):
 
 
 def submit(queue: RedisQueue, job_id: str, pixels: np.ndarray, seed: int,
-           deadline_in_s: float = 60.0) -> None:
+           deadline_in_s: float = 60.0, budget_s: "float | None" = None) -> None:
     served = served_from_json(queue.workers()["w-test"]["models"])
     req = ValidatedRequest(task="sr", pixels=pixels, mask=None, seed=seed,
                            output_format="png", model=served["sr"])
     payload, blobs = to_job(req, time.time() + deadline_in_s)
-    queue.submit(job_id, payload, blobs)
+    queue.submit(job_id, payload, blobs, budget_s=budget_s)
 
 
 def test_worker_role_runs_jobs_from_redis_and_serves_only_probes(model_dirs, prefix):
@@ -43,7 +43,8 @@ def test_worker_role_runs_jobs_from_redis_and_serves_only_probes(model_dirs, pre
     pixels = photo(20, 28, seed=4)
     with running_app(worker_settings(model_dirs, prefix)) as client:
         submit(queue, "ok", pixels, seed=8)
-        submit(queue, "late", pixels, seed=8, deadline_in_s=-1)
+        # this host's clock says 60 s left, Redis's says it is late: Redis's clock wins
+        submit(queue, "late", pixels, seed=8, deadline_in_s=60, budget_s=-1)
         queue.cancel("gone")
         submit(queue, "gone", pixels, seed=8)
         queue.submit("bad", {"v": 1, "task": "sr"}, {"pixels": b"x"})     # no shape, seed...

@@ -356,3 +356,18 @@ def test_prune_forgets_idle_consumers_that_hold_nothing(make_queue):
     assert q.prune_consumers(max_idle_s=0.2) == ["empty"]
     assert set(q.stats().consumers) == {"holds"}
     assert q.prune_consumers(max_idle_s=60) == []
+
+
+def test_deadline_on_the_redis_clock_survives_a_retry(make_queue):
+    q = make_queue()
+    q.submit("job-1", {"n": 1}, budget_s=5.0)
+    [first] = q.claim("w", block_ms=500)
+    assert 4.0 < first.left_s <= 5.0
+    time.sleep(0.3)
+    assert q.fail(first, "boom", retry=True)
+    [again] = poll(lambda: q.claim("w", block_ms=50))
+    assert again.deadline_ms == first.deadline_ms            # not reset by the retry
+    assert again.left_s <= first.left_s - 0.25
+    q.submit("job-2", {"n": 2})
+    [plain] = poll(lambda: q.claim("w", block_ms=50))
+    assert plain.deadline_ms is None and plain.left_s is None
