@@ -45,7 +45,7 @@ from .metrics import Metrics
 from .redis_queue import Entry, QueueUnavailable, RedisQueue
 from .scheduler import Scheduler, WorkItem
 from .settings import Settings
-from .wire import error_meta, from_job, seconds_left, served_to_json
+from .wire import error_meta, from_job, served_to_json
 
 log = logging.getLogger("resshift.worker")
 
@@ -206,8 +206,9 @@ class StreamPump(threading.Thread):
     def _start(self, entry: Entry, canceled: bool) -> None:
         try:
             req = from_job(entry.payload, entry.blobs, self.scheduler.served)
-            # Redis's clock when the API stamped one (hosts' clocks may disagree)
-            left = entry.left_s if entry.left_s is not None else seconds_left(entry.payload)
+            # on Redis's clock (hosts' clocks may disagree); a job queued without one
+            # gets the asynchronous jobs' deadline
+            left = entry.left_s if entry.left_s is not None else self.settings.job_timeout_s
         except (NotReady, ShuttingDown) as exc:    # this worker, not the job: give it back
             self._settle(self.queue.release, entry, str(exc))
             return

@@ -182,16 +182,15 @@ class RemoteScheduler(Scheduler):
     # -- work --------------------------------------------------------------------------------
     def _dispatch(self, item: WorkItem, idempotency_key_header: Optional[str]) -> None:
         req = item.request
-        deadline_unix = time.time() + (item.deadline - time.monotonic())
-        payload, blobs = to_job(req, deadline_unix)
+        payload, blobs = to_job(req)
         if idempotency_key_header:
             key = "key:" + hashlib.sha256(idempotency_key_header.encode()).hexdigest()
         else:
             params = {k: payload[k] for k in ("task", "format", "shape", "mask")}
             key = idempotency_key(blobs["pixels"], blobs.get("mask"), params, req.seed,
                                   req.model.version or req.model.name)
-        item.job = (payload, blobs, key)
-        self._submit(item)
+        item.idem_key = key
+        self._submit(item, payload, blobs)
         try:
             with self._wait_lock:
                 self._waiting.add(item)
@@ -200,9 +199,10 @@ class RemoteScheduler(Scheduler):
             raise ShuttingDown("this API process is stopping; retry on another "
                                "instance") from exc
 
-    def _submit(self, item: WorkItem) -> None:
-        """Queue the item's job, or join the job its idempotency key names."""
-        payload, blobs, key = item.job
+    def _submit(self, item: WorkItem, payload: dict, blobs: dict[str, bytes]) -> None:
+        """Queue the item's job (its deadline goes along on Redis's clock), or join the
+        job its idempotency key names."""
+        key = item.idem_key
         try:
             sub = self.queue.submit(item.id, payload, blobs, idem_key=key,
                                     budget_s=max(0.0, item.deadline - time.monotonic()))
@@ -234,7 +234,7 @@ class RemoteScheduler(Scheduler):
                 # The job we joined was given up by its own caller (or ran out of its
                 # caller's time), not by ours: its key was released, so queue our own.
                 item.id = uuid.uuid4().hex
-                self._submit(item)
+                self._submit(item, *to_job(item.request))
                 result = self._wait_for_result(item)
         except ServiceError as exc:
             item.fail(exc)
@@ -275,7 +275,7 @@ class RemoteScheduler(Scheduler):
             reason = item.abandon_reason(now)
             if reason is not None:
                 if not item.replayed:           # nobody waits for it: workers drop it
-                    self._cancel(item.id, item.job[2])
+                    self._cancel(item.id, item.idem_key)
                 raise reason
             lost = False
             try:

@@ -46,10 +46,10 @@ class WorkItem:
         self.timings = dict.fromkeys(STAGES, 0.0)     # seconds, written by the worker
         self.finished_at: Optional[float] = None
         self._abandon: Optional[ServiceError] = None
-        self.worker: Optional["Worker"] = None
-        self.on_cancel: Optional[Callable[[], None]] = None   # remote mode: tell Redis
+        # who must hear of a cancel: the worker thread holding it (wake it), or Redis
+        self.on_cancel: Optional[Callable[[], None]] = None
         self.replayed = False          # remote mode: an idempotent duplicate's stored result
-        self.job = None                # remote mode: (payload, blobs, idempotency key)
+        self.idem_key: Optional[str] = None   # remote mode: the key it was queued under
 
     def abandon_reason(self, now: float) -> Optional[ServiceError]:
         """Why the worker should drop this item now (canceled, past deadline), or None."""
@@ -64,8 +64,6 @@ class WorkItem:
     def cancel(self, error: ServiceError) -> None:
         if self._abandon is None:
             self._abandon = error
-        if self.worker is not None:
-            self.worker.wake()
         if self.on_cancel is not None:
             self.on_cancel()
 
@@ -186,7 +184,7 @@ class Scheduler:
     def _dispatch(self, item: WorkItem, idempotency_key: Optional[str]) -> None:
         """Hand an admitted item to the least-loaded worker thread."""
         worker = min(self.workers, key=lambda w: w.load)
-        item.worker = worker
+        item.on_cancel = worker.wake
         worker.submit(item)
 
     def _on_done(self, item: WorkItem) -> None:

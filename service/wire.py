@@ -13,9 +13,8 @@ client sees the status the embedded mode would have given.
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, fields
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -25,15 +24,14 @@ from .validation import ServedModel, ValidatedRequest
 WIRE_VERSION = 1
 
 
-def to_job(req: ValidatedRequest, deadline_unix: float) -> tuple[dict[str, Any],
-                                                                  dict[str, bytes]]:
+def to_job(req: ValidatedRequest) -> tuple[dict[str, Any], dict[str, bytes]]:
     """(payload, blobs) of a request. Blobs are raw bytes: pixels HxWx3 uint8 in C
-    order, the mask bit-packed."""
+    order, the mask bit-packed. The deadline is not here: the queue stamps it on
+    Redis's clock (``RedisQueue.submit(budget_s=...)``)."""
     payload = {
         "v": WIRE_VERSION, "task": req.task, "seed": req.seed,
         "format": req.output_format, "shape": list(req.pixels.shape),
-        "mask": req.mask is not None, "deadline": deadline_unix, "notes": list(req.notes),
-        "model": req.model.name,
+        "mask": req.mask is not None, "notes": list(req.notes), "model": req.model.name,
     }
     blobs = {"pixels": np.ascontiguousarray(req.pixels, dtype=np.uint8).tobytes()}
     if req.mask is not None:
@@ -68,10 +66,6 @@ def from_job(payload: Mapping[str, Any], blobs: Mapping[str, bytes],
     return ValidatedRequest(task=task, pixels=pixels.reshape(h, w, c).copy(), mask=mask,
                             seed=int(payload["seed"]), output_format=payload["format"],
                             model=served[task], notes=tuple(payload.get("notes", ())))
-
-
-def seconds_left(payload: Mapping[str, Any], now_unix: Optional[float] = None) -> float:
-    return float(payload["deadline"]) - (time.time() if now_unix is None else now_unix)
 
 
 def error_meta(exc: BaseException) -> dict[str, Any]:

@@ -171,7 +171,7 @@ def test_wire_round_trip_with_mask_and_refusals():
     mask = rng.random((13, 9)) > 0.5
     req = ValidatedRequest(task="inpaint", pixels=photo(13, 9), mask=mask, seed=5,
                            output_format="webp", model=inpaint, notes=("converted from RGBA",))
-    payload, blobs = to_job(req, deadline_unix=123.0)
+    payload, blobs = to_job(req)
     assert len(blobs["mask"]) == (13 * 9 + 7) // 8         # bit-packed
     back = from_job(payload, blobs, {"inpaint": inpaint})
     assert np.array_equal(back.pixels, req.pixels) and np.array_equal(back.mask, mask)
