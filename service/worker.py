@@ -162,7 +162,10 @@ class Worker(threading.Thread):
                 scale=restorer.scale, steps=restorer.steps, needs_mask=restorer.needs_mask,
                 latent_tile=latent_tile, input_multiple=restorer.input_multiple,
                 backend=backend_name, precision=precision,
-                version=_version(restorer, backend_name, precision))
+                # hashing every weight costs seconds for full-size models: only the
+                # worker role needs it (the Redis idempotency key)
+                version=(_version(restorer, backend_name, precision)
+                         if self.settings.role == "worker" else ""))
             self.metrics.model_info.labels(task, name, backend_name,
                                            self.served[task].precision).set(1)
 
