@@ -503,8 +503,8 @@ class RedisQueue:
                 self._finish(entry, "failed", error=error, meta=meta)
                 return False
             if entry.attempt >= self.config.max_attempts:
-                self._finish(entry, "failed", error=f"gave up after {entry.attempt} "
-                             f"attempts; last error: {error}", meta=meta, dead=True)
+                self._dead_letter(entry, f"gave up after {entry.attempt} attempts; "
+                                         f"last error: {error}", meta)
                 return False
             self._requeue(entry, base_attempts=entry.attempt, last_error=error)
             return True
@@ -628,8 +628,9 @@ class RedisQueue:
                 self._r.hdel(self._key("workers"), *stale)
         return out
 
-    def _dead_letter(self, entry: Entry, error: str) -> bool:
-        return self._finish(entry, "failed", error=error, dead=True)
+    def _dead_letter(self, entry: Entry, error: str,
+                     meta: Optional[Mapping[str, Any]] = None) -> bool:
+        return self._finish(entry, "failed", error=error, meta=meta, dead=True)
 
     def _finish(self, entry: Entry, status: str, data: bytes = b"",
                 meta: Optional[Mapping[str, Any]] = None, error: str = "",
