@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 import model
+from export.paths import CACHE_ENV
 from model.directory import BUNDLED
 
 
@@ -34,3 +35,12 @@ def demo_onnx(demo_restorer, tmp_path_factory):
     """The demo's UNet graph (pixel space: no VAE graphs), exported beside a copy."""
     from export.onnx import export_onnx
     return export_onnx(demo_restorer, tmp_path_factory.mktemp("demo") / "onnx", tiles=[64])
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A fresh per-user cache (RESSHIFT_CACHE_DIR) for one test module."""
+    root = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CACHE_ENV, str(root))
+        yield root

@@ -12,7 +12,7 @@ import torch
 
 from export.backends import OnnxRuntimeBackend, TorchBackend, choose_backend, create_backend
 from export.errors import BackendUnavailable
-from export.paths import CACHE_ENV, ExportPaths
+from export.paths import ExportPaths
 from export.tensorrt import (EngineProfile, TensorRTDevice, build_engines, engine_key,
                              engine_path, probe_tensorrt, profiles_for)
 from model.cli import main
@@ -26,15 +26,6 @@ HAS_CUDA = torch.cuda.is_available()
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
     return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """A fresh per-user cache (RESSHIFT_CACHE_DIR) for this module."""
-    root = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(CACHE_ENV, str(root))
-        yield root
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ from export.backends import choose_backend, create_backend
 from export.diffir_backend import DiffIROnnxBackend
 from export.errors import BackendUnavailable
 from export.manifest import read_manifest
-from export.paths import CACHE_ENV
 from model.cli import main
 from model.diffir.stepper import DiffIRJob
 from model.diffir.tiling import DiffIRTiling
@@ -39,14 +38,6 @@ def tiny_dir(tmp_path_factory):
     r = tiny_restorer(4, seed=2)
     r.name = "tiny_x4"
     return model.save(r, tmp_path_factory.mktemp("models") / "tiny_x4")
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(CACHE_ENV, str(root))
-        yield root
 
 
 def _png(path, h, w, seed):

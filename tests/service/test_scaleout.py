@@ -19,7 +19,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -98,11 +97,10 @@ class Serve:
 
 
 @pytest.fixture
-def deployment(tmp_path, model_dirs) -> Iterator:
-    """start(role, name, **env) -> Serve, all under one fresh prefix on the shared Redis."""
-    if not reachable(6379):
-        pytest.skip("no Redis server at 127.0.0.1:6379 (these tests need a real one)")
-    prefix = f"test-scaleout-{uuid.uuid4().hex[:10]}:"
+def deployment(tmp_path, model_dirs, redis_prefix) -> Iterator:
+    """start(role, name, **env) -> Serve, all under one fresh prefix on the shared Redis
+    (its keys are deleted by ``redis_prefix`` after the processes stopped)."""
+    prefix = redis_prefix
     started: list[Serve] = []
 
     def start(role: str, name: str, url: str = SHARED_URL, **env: str) -> Serve:
@@ -119,9 +117,6 @@ def deployment(tmp_path, model_dirs) -> Iterator:
     yield start
     for proc in started:
         proc.stop()
-    keys = list(client.scan_iter(match=prefix + "*", count=1000))
-    if keys:
-        client.delete(*keys)
     client.close()
 
 
