@@ -612,17 +612,23 @@ class RedisQueue:
 
     def workers(self, max_age_s: float = 30.0) -> dict[str, dict[str, Any]]:
         """consumer -> info of workers seen within ``max_age_s`` (Redis clock); older
-        records are deleted."""
+        records, and records that are not ours to read (not JSON with "seen" and
+        "info"), are deleted: a worker announces itself again within a second."""
         with self._guard():
             now = self._r.time()
             raw = self._r.hgetall(self._key("workers"))
             t = now[0] + now[1] / 1e6
             out, stale = {}, []
             for name, value in raw.items():
-                rec = json.loads(value)
-                if t - rec["seen"] <= max_age_s:
-                    out[_s(name)] = rec["info"]
-                elif t - rec["seen"] > 10 * max_age_s:
+                try:
+                    rec = json.loads(value)
+                    seen, info = float(rec["seen"]), rec["info"]
+                except (ValueError, TypeError, KeyError):
+                    stale.append(name)
+                    continue
+                if t - seen <= max_age_s:
+                    out[_s(name)] = info
+                elif t - seen > 10 * max_age_s:
                     stale.append(name)
             if stale:
                 self._r.hdel(self._key("workers"), *stale)

@@ -92,7 +92,7 @@ class RemoteScheduler(Scheduler):
 
     # -- life cycle --------------------------------------------------------------------
     def start(self) -> None:
-        self._refresh()
+        self._refresh_safely()
         self._monitor.start()
 
     def close(self, grace_s: Optional[float] = None) -> None:
@@ -148,11 +148,14 @@ class RemoteScheduler(Scheduler):
     # -- Redis health and worker announcements ----------------------------------------
     def _watch(self) -> None:
         while not self._stop.wait(REFRESH_S):
-            try:
-                self._refresh()
-            except Exception as exc:        # this thread must outlive any bad record
-                log.exception("reading worker announcements failed")
-                self._redis_error = f"unexpected answer from Redis: {exc}"
+            self._refresh_safely()
+
+    def _refresh_safely(self) -> None:
+        try:
+            self._refresh()
+        except Exception as exc:        # start-up and the monitor outlive any bad answer
+            log.exception("reading worker announcements failed")
+            self._redis_error = f"unexpected answer from Redis: {exc}"
 
     def _refresh(self) -> None:
         try:

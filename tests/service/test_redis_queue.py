@@ -371,3 +371,12 @@ def test_deadline_on_the_redis_clock_survives_a_retry(make_queue):
     q.submit("job-2", {"n": 2})
     [plain] = poll(lambda: q.claim("w", block_ms=50))
     assert plain.deadline_ms is None and plain.left_s is None
+
+
+def test_unreadable_presence_records_are_dropped_not_fatal(make_queue):
+    q = make_queue()
+    q.announce("good", {"models": {}})
+    q.client.hset(q.config.prefix + "workers", "junk", b"{not json")
+    q.client.hset(q.config.prefix + "workers", "odd", b'{"seen": "x"}')
+    assert set(q.workers()) == {"good"}
+    assert set(q.client.hkeys(q.config.prefix + "workers")) == {b"good"}
