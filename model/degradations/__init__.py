@@ -19,13 +19,17 @@ face_test          1       the CelebA test-set face degradation
 blur               1       Gaussian or motion blur (+ light noise), deblurring
 =================  ======  ====================================================
 
+A config may also name a **mixture**, ``{name: weight, ...}`` (YAML mapping): each sample
+draws one of the named degradations with probability proportional to its weight (all of
+one scale), so one model learns heavy, mild and clean inputs at once.
+
 Inpainting masks live in ``model.degradations.masks``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping, Union
 
 import numpy as np
 
@@ -67,7 +71,10 @@ DEGRADATIONS: dict[str, Degradation] = {d.name: d for d in (
 )}
 
 
-def get_degradation(name: str) -> Degradation:
+DegradationSpec = Union[str, Mapping[str, float]]
+
+
+def _named(name: str) -> Degradation:
     try:
         return DEGRADATIONS[name]
     except KeyError:
@@ -75,4 +82,32 @@ def get_degradation(name: str) -> Degradation:
                          f"{', '.join(sorted(DEGRADATIONS))}") from None
 
 
-__all__ = ["Degradation", "DEGRADATIONS", "get_degradation"]
+def mixture(weights: Mapping[str, float]) -> Degradation:
+    """One degradation drawn per sample from ``weights`` (name -> weight > 0)."""
+    if not weights:
+        raise ValueError("a degradation mixture needs at least one name: weight entry")
+    parts = [_named(str(n)) for n in weights]
+    w = np.array([float(v) for v in weights.values()], dtype=np.float64)
+    if not np.all(np.isfinite(w)) or np.any(w <= 0):
+        raise ValueError(f"degradation mixture weights must be positive numbers, got {dict(weights)}")
+    scales = {d.scale for d in parts}
+    if len(scales) != 1:
+        raise ValueError(f"a degradation mixture must keep one scale, got "
+                         f"{ {d.name: d.scale for d in parts} }")
+    probs = w / w.sum()
+
+    def degrade(gt: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return parts[int(rng.choice(len(parts), p=probs))](gt, rng)
+
+    label = "+".join(f"{d.name}:{p:.2f}" for d, p in zip(parts, probs))
+    return Degradation(label, scales.pop(), degrade, f"per-sample mixture of {label}")
+
+
+def get_degradation(spec: DegradationSpec) -> Degradation:
+    """A named degradation, or a mixture given as ``{name: weight}``."""
+    if isinstance(spec, Mapping):
+        return mixture(spec)
+    return _named(spec)
+
+
+__all__ = ["Degradation", "DegradationSpec", "DEGRADATIONS", "get_degradation", "mixture"]

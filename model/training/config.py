@@ -9,7 +9,8 @@ Sections (see ``configs/demo.yaml`` for a complete, commented example)::
             hflip, small_images (pad|skip), val_size, val_images
     train:  steps, batch_size, grad_accum, lr, min_lr, warmup_steps, weight_decay,
             betas, ema_decay, grad_clip, amp (auto|on|off), checkpoint_every,
-            keep_checkpoints, val_every, log_every, threads, lpips_weight
+            keep_checkpoints, checkpoint_file, val_every, log_every, threads,
+            lpips_weight
 
 Unknown keys are errors (a typo must not silently fall back to a default).
 """
@@ -43,7 +44,7 @@ class DataSection:
     train: list = field(default_factory=list)
     val: list = field(default_factory=list)
     gt_size: int = 256
-    degradation: str = "realesrgan"
+    degradation: Any = "realesrgan"        # a name, or {name: weight} for a mixture
     rescale_range: tuple = (1.0, 1.0)
     hflip: bool = True
     small_images: Literal["pad", "skip"] = "pad"
@@ -66,6 +67,9 @@ class TrainSection:
     amp: Literal["auto", "on", "off"] = "auto"
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
+    # one resume file, replaced in place at every checkpoint (instead of
+    # <work_dir>/checkpoints/step_N.pt); relative to the working directory
+    checkpoint_file: Optional[str] = None
     val_every: int = 1000
     log_every: int = 10
     threads: Optional[int] = None
@@ -123,6 +127,11 @@ class TrainConfig:
         if m.autoencoder and not m.autoencoder_checkpoint and m.init_from is None:
             raise ConfigError("a latent model needs model.autoencoder_checkpoint (the frozen "
                               "VQGAN's weights)")
+        try:
+            from ..degradations import get_degradation
+            get_degradation(d.degradation)
+        except ValueError as exc:
+            raise ConfigError(f"data.degradation: {exc}") from None
         if len(d.rescale_range) != 2 or not 0 < d.rescale_range[0] <= d.rescale_range[1]:
             raise ConfigError(f"data.rescale_range must be [low, high] > 0, got {d.rescale_range}")
 

@@ -132,18 +132,28 @@ class Trainer:
     def save_checkpoint(self) -> Optional[Path]:
         path = None
         if self.main:
-            path = save_checkpoint(self.state(), checkpoint_path(self.work_dir, self.step),
-                                   self.cfg.train.keep_checkpoints)
+            single = self.cfg.train.checkpoint_file
+            if single:    # one file replaced in place (a run resumed from a repository)
+                path = save_checkpoint(self.state(), Path(single), keep=0)
+            else:
+                path = save_checkpoint(self.state(), checkpoint_path(self.work_dir, self.step),
+                                       self.cfg.train.keep_checkpoints)
         dist.barrier(self.dist)
         return path
 
+    def _latest(self) -> Optional[Path]:
+        single = self.cfg.train.checkpoint_file
+        if single:
+            return Path(single) if Path(single).is_file() else None
+        return latest_checkpoint(self.work_dir)
+
     def _restore(self) -> None:
         if self.resume is None:
-            if latest_checkpoint(self.work_dir) is not None:
+            if self._latest() is not None:
                 raise ConfigError(f"{self.work_dir} already holds checkpoints: pass --resume to "
                                   "continue that run, or choose another work_dir")
             return
-        path = latest_checkpoint(self.work_dir) if self.resume == "auto" else Path(self.resume)
+        path = self._latest() if self.resume == "auto" else Path(self.resume)
         if path is None:
             log.info("no checkpoint in %s: starting from step 0", self.work_dir)
             return

@@ -127,3 +127,24 @@ def test_residual_models_train_and_validate_through_the_adapter(tmp_path, image_
     val = json.loads((path / "model.json").read_text())["metrics"]["validation"]
     assert np.isfinite(val["model"]["psnr"])
     assert json.loads((path / "model.json").read_text())["diffusion"]["predict_type"] == "residual"
+
+
+def test_one_checkpoint_file_is_replaced_in_place_and_resumed(tmp_path, image_dir):
+    """``train.checkpoint_file``: a run that spans machines keeps one resume file (in a
+    repository) instead of step-numbered ones, and resumes from it exactly."""
+    single = tmp_path / "resume.pt"
+    recipe = tiny_recipe(tmp_path / "b", image_dir, checkpoint_file=str(single))
+    recipe["data"]["degradation"] = {"resshift_test": 2, "bicubic": 1}
+    first, path = _train(recipe, stop_after=3)
+    assert path is None and single.is_file() and load_checkpoint(single)["step"] == 3
+    assert latest_checkpoint(tmp_path / "b" / "run") is None     # no step_N.pt files
+    with pytest.raises(ConfigError, match="--resume"):
+        _train(recipe)
+    second, path = _train(recipe, resume="auto")
+    assert second.step == 4 and load_checkpoint(single)["step"] == 4
+
+    straight = tiny_recipe(tmp_path / "a", image_dir)
+    straight["data"]["degradation"] = {"resshift_test": 2, "bicubic": 1}
+    _train(straight)
+    a = load_checkpoint(latest_checkpoint(tmp_path / "a" / "run"))
+    _assert_same(a["unet"], load_checkpoint(single)["unet"], "unet")
