@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 # wheel (pip's find-links); on a GPU node PyPI's default Linux wheel is the CUDA build.
 TORCH_REQ := torch==2.13.0
 
-.PHONY: install browser test serve bench clean
+.PHONY: install browser test serve bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,20 @@ serve: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench_core.py
+
+# The one-shot GPU check (docs/gpu.md): pytest -m gpu, engines, fp16 fidelity, throughput
+# and the service on cuda:0, into $(GPU_OUT)/gpu_check.{json,md}. On a machine whose own
+# python already has a CUDA torch (no network): make gpu-check GPU_PY=python3.
+# GPU_ARGS=--dry-run runs it on a CPU (CI does, so it cannot rot).
+GPU_OUT  ?= gpu-check-results
+GPU_ARGS ?=
+ifeq ($(origin GPU_PY), undefined)
+gpu-check: $(STAMP)
+	$(PY) bench/gpu_check.py $(GPU_OUT) $(GPU_ARGS)
+else
+gpu-check:
+	$(GPU_PY) bench/gpu_check.py $(GPU_OUT) $(GPU_ARGS)
+endif
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,10 +1,11 @@
-"""Before/after crops for docs/demo_model.md: bicubic x4 (left) vs a model (right).
+"""Before / bicubic / after crops for docs/demo_model.md, all at the same displayed scale.
 
-    python bench/demo_crops.py                       # the bundled demo, the three crops below
+    python bench/demo_crops.py                       # the bundled demo, the crops below
     python bench/demo_crops.py --model models/realsr_v3 --out-dir /tmp/crops
 
-Each crop is a 56x56 LQ window of a RealSet80 photo, restored whole (seed 0, untiled)
-and upsampled bicubically, then shown side by side at 4x.
+Each crop is a 56x56 LQ window of a RealSet80 photo shown three times at 4x: the input
+itself (each pixel repeated 4x4, so its noise and JPEG blocks stay visible), the input
+upsampled bicubically, and the model's output (seed 0, untiled).
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ sys.path.insert(0, str(REPO))
 # (file in realset80, x, y of the LQ crop, name of the PNG)
 CROPS = [("Lincoln.png", 48, 24, "demo_lincoln.png"),
          ("butterfly.png", 90, 60, "demo_butterfly.png"),
-         ("tiger.png", 230, 100, "demo_tiger.png")]
+         ("tiger.png", 230, 100, "demo_tiger.png"),
+         ("penguin1.png", 100, 60, "demo_penguin.png"),
+         ("dog2.png", 80, 40, "demo_dog.png"),
+         ("46.jpg", 60, 40, "demo_46.png")]
 SIZE = 56
 
 
@@ -33,11 +37,18 @@ def bicubic_x4(lq: np.ndarray, scale: int) -> np.ndarray:
     return np.clip(np.round(up * 255.0), 0, 255).astype(np.uint8)
 
 
-def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 6) -> np.ndarray:
-    h = left.shape[0]
-    canvas = np.full((h, left.shape[1] + gap + right.shape[1], 3), 255, np.uint8)
-    canvas[:, :left.shape[1]] = left
-    canvas[:, left.shape[1] + gap:] = right
+def nearest_x(lq: np.ndarray, scale: int) -> np.ndarray:
+    return np.repeat(np.repeat(lq, scale, axis=0), scale, axis=1)
+
+
+def side_by_side(*panels: np.ndarray, gap: int = 6) -> np.ndarray:
+    h = panels[0].shape[0]
+    width = sum(p.shape[1] for p in panels) + gap * (len(panels) - 1)
+    canvas = np.full((h, width, 3), 255, np.uint8)
+    left = 0
+    for p in panels:
+        canvas[:, left:left + p.shape[1]] = p
+        left += p.shape[1] + gap
     return canvas
 
 
@@ -59,7 +70,8 @@ def main() -> int:
         img = decode_image(args.images / name).pixels
         lq = np.ascontiguousarray(img[y:y + SIZE, x:x + SIZE])
         restored = r.restore(lq, seed=args.seed, tile=0)
-        Image.fromarray(side_by_side(bicubic_x4(lq, r.scale), restored)).save(args.out_dir / out)
+        panels = (nearest_x(lq, r.scale), bicubic_x4(lq, r.scale), restored)
+        Image.fromarray(side_by_side(*panels)).save(args.out_dir / out)
         print(f"{out}: {name} LQ crop ({x}, {y}) {SIZE}x{SIZE} -> {restored.shape[1]}x{restored.shape[0]}")
     return 0
 

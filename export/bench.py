@@ -29,9 +29,20 @@ CONFIGS = {
     "torch-bf16-all": ("torch", "bf16-all"),
     "onnxruntime": ("onnxruntime", "fp32"),
     "onnxruntime+bf16-decoder": ("onnxruntime", "bf16"),
+    "torch-fp16": ("torch", "fp16"),          # CUDA autocast (codebook lookup in fp32)
+    "tensorrt": ("tensorrt", "fp16"),         # fp16 engines from the fp16 graphs
     "auto": ("auto", "auto"),
 }
 RANDOM_MODEL = "realsr_v3-random"
+# realsr_v3's architecture at reduced width (the shape of the official realsr_small
+# reference model): the same graphs and code paths, built and run in seconds on a CPU
+RANDOM_SMALL = "realsr-small-random"
+SMALL_WIDTHS = {
+    "unet": dict(model_channels=32, channel_mult=[1, 2, 2, 4], num_res_blocks=[2, 2, 2, 2],
+                 num_head_channels=16, swin_embed_dim=32),
+    "ddconfig": dict(ch=32, ch_mult=[1, 2, 4]),
+    "autoencoder": dict(n_embed=64),
+}
 
 
 @dataclass
@@ -54,22 +65,29 @@ class BenchRow:
     unet_tiles_per_s: float
 
 
-def random_restorer(preset: str = "realsr_v3", device: str = "cpu"):
+def random_restorer(preset: str = "realsr_v3", device: str = "cpu", small: bool = False):
     """A preset's full-size architecture with seeded random weights (speed does not
-    depend on the weights)."""
+    depend on the weights); ``small``: at the reduced widths of :data:`SMALL_WIDTHS`."""
     from model.config import config_from_preset
     from model.directory import build_networks
     from model.restorer import Restorer
     torch.manual_seed(0)
     cfg = config_from_preset(preset)
+    if small:
+        cfg.unet.update(SMALL_WIDTHS["unet"])
+        cfg.autoencoder.update(SMALL_WIDTHS["autoencoder"])
+        cfg.autoencoder["ddconfig"] = {**cfg.autoencoder["ddconfig"], **SMALL_WIDTHS["ddconfig"]}
+        cfg.name = RANDOM_SMALL
     unet, ae = build_networks(cfg)
     return Restorer(cfg, unet, ae, device)
 
 
 def load_restorer(spec: str, device: str = "cpu"):
-    """A model directory, a bundled name, or ``realsr_v3-random``."""
+    """A model directory, a bundled name, ``realsr_v3-random`` or ``realsr-small-random``."""
     if spec == RANDOM_MODEL:
         return random_restorer("realsr_v3", device)
+    if spec == RANDOM_SMALL:
+        return random_restorer("realsr_v3", device, small=True)
     import model
     return model.load(spec, device=device)
 
