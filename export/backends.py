@@ -12,14 +12,20 @@ restorer's pre/post-processing stay the same for every backend::
                 checked on first use; the UNet graph of each tile shape in use); CUDA
                 execution provider when onnxruntime has it and the restorer is on CUDA,
                 CPU otherwise.
-``tensorrt``    engines (``export.tensorrt``): selection and cache keys only so far;
-                raises ``BackendUnavailable`` saying what is missing.
+``tensorrt``    fp16 engines built from the fp16 ONNX graphs (``export.tensorrt``; on
+                the restorer's CUDA device, ``export.trt_runtime``); without a TensorRT
+                module or a CUDA GPU, ``BackendUnavailable`` saying what is missing.
 ``auto``        the fastest usable one, see :func:`choose_backend` (onnxruntime on
                 this CPU: measured faster than torch float32; on a bf16 CPU with the
                 decoder on torch bf16, :class:`SplitBackend`).
 
 Precision (:data:`PRECISIONS`, :func:`resolve_precision`) is what the torch-run
-networks use: ``auto`` is bf16 on CPUs with AMX-BF16 / AVX512-BF16, fp32 elsewhere.
+networks use: ``auto`` is fp16 on CUDA, bf16 on CPUs with AMX-BF16 / AVX512-BF16, fp32
+elsewhere. TF32 for float32 work on CUDA is its own switch (:func:`apply_tf32`), set
+once when a backend for a CUDA restorer is created.
+
+Graphs are always exported from a float32 CPU copy of the modules
+(:func:`export_copy`), whatever device the restorer serves on.
 
 The tiled VAE (images larger than one VAE tile) shares GroupNorm statistics across
 tiles through hooks on the torch modules, so it always runs on torch; a backend's
@@ -31,6 +37,7 @@ DiffIR models take torch or onnxruntime; their onnxruntime backend answers
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import logging
 from pathlib import Path
@@ -49,7 +56,7 @@ BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 ORT_INSTALL = ("pip install 'resshift-service[onnx]' (CPU) or 'resshift-service[gpu]' "
                "(onnxruntime-gpu)")
 CUDA_EP, CPU_EP = "CUDAExecutionProvider", "CPUExecutionProvider"
-PRECISIONS = ("auto", "fp32", "bf16", "bf16-all")
+PRECISIONS = ("auto", "fp32", "bf16", "bf16-all", "fp16")
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
@@ -66,16 +73,22 @@ def cpu_flags() -> set[str]:
 
 
 def resolve_precision(precision: str, device: torch.device) -> tuple[str, str]:
-    """(fp32 | bf16 | bf16-all, why). ``auto``: bf16 on a CPU with native bf16 kernels
-    (AMX-BF16 or AVX512-BF16 in :func:`cpu_flags`), fp32 elsewhere (emulated bf16 is
-    slower than fp32; CUDA half precision is TensorRT's job)."""
+    """(fp32 | bf16 | bf16-all | fp16, why). ``auto``: fp16 on CUDA (tensor cores run
+    half precision at several times the float32 rate, half the memory traffic, and
+    fp16 keeps 3 more mantissa bits than bf16, so the codebook lookup sees the
+    float32 choices far more often; the decoder's NaN/Inf fallback catches overflow);
+    bf16 on a CPU with native bf16 kernels (AMX-BF16 or AVX512-BF16 in
+    :func:`cpu_flags`); fp32 elsewhere (emulated bf16 is slower than fp32)."""
     if precision not in PRECISIONS:
         raise BackendUnavailable(f"unknown precision {precision!r}; use one of "
                                  f"{', '.join(PRECISIONS)}")
     if precision != "auto":
         return precision, "asked for"
-    if torch.device(device).type != "cpu":
-        return "fp32", f"not a CPU ({device})"
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return "fp16", "CUDA: fp16 autocast runs on tensor cores"
+    if kind != "cpu":
+        return "fp32", f"not a CPU or CUDA device ({device})"
     found = [f for f in BF16_CPU_FLAGS if f in cpu_flags()]
     if found:
         return "bf16", f"the CPU has {' and '.join(found)}"
@@ -115,7 +128,7 @@ def decode_failure(image: torch.Tensor) -> Optional[str]:
 
 
 class TorchBackend:
-    """The restorer's own torch modules, in float32 or under bfloat16 autocast.
+    """The restorer's own torch modules, in float32 or under bfloat16 / float16 autocast.
 
     Precisions (:data:`PRECISIONS`), all with float32 inputs and outputs:
 
@@ -132,9 +145,19 @@ class TorchBackend:
                   in bf16: 56-58 dB).
     ``bf16-all``  bf16 for the UNet, encoder and decoder (the speed ceiling; fails the
                   40 dB bound on latent models, see above).
+    ``fp16``      ``torch.autocast(device, float16)`` + channels-last for the UNet,
+                  encoder and decoder: the CUDA choice (tensor cores). fp16 rounds 8x
+                  finer than bf16 (10 vs 7 mantissa bits), which keeps the codebook
+                  choices upstream of the lookup close to float32's; its narrower range
+                  is what the decoder's NaN/Inf fallback is for.
 
     Always float32: GroupNorm statistics (``GroupNorm32``, autocast's fp32 list) and
     the codebook nearest-neighbour lookup (run outside autocast).
+
+    CUDA graphs are not used: the service's batches vary in size (1 to
+    ``RESSHIFT_MAX_BATCH``) and in tile shape, so each combination would need its own
+    capture with static input buffers, and the tiled VAE runs Python (GroupNorm
+    statistics hooks) between kernels, which a capture cannot hold.
     """
 
     name = "torch"
@@ -146,15 +169,17 @@ class TorchBackend:
         self.restorer = restorer.using(None) if hasattr(restorer, "using") else restorer
         self.precision = precision
         latent = bool(getattr(self.restorer, "latent", False))
-        full = precision == "bf16-all"
+        full = precision in ("bf16-all", "fp16")
+        # bf16_* name the networks run in reduced precision (bfloat16, or float16 for fp16)
         self.bf16_unet = full or (precision == "bf16" and not latent)
         self.bf16_encoder = full and latent
         self.bf16_decoder = precision != "fp32" and latent
+        self.half_dtype = torch.float16 if precision == "fp16" else torch.bfloat16
         self.fallbacks = 0                 # reduced-precision decodes redone in float32
         self.on_fallback: Optional[Callable[[str], None]] = None
 
     def _autocast(self):
-        return torch.autocast(self.restorer.device.type, dtype=torch.bfloat16)
+        return torch.autocast(self.restorer.device.type, dtype=self.half_dtype)
 
     @staticmethod
     def _cl(x: torch.Tensor) -> torch.Tensor:
@@ -205,20 +230,90 @@ class TorchBackend:
             return f"torch ({self.restorer.device}, float32)"
         parts = [n for n, on in (("UNet", self.bf16_unet), ("encoder", self.bf16_encoder),
                                  ("decoder", self.bf16_decoder)) if on]
-        return (f"torch ({self.restorer.device}, bfloat16 autocast + channels-last for "
+        half = "float16" if self.half_dtype == torch.float16 else "bfloat16"
+        return (f"torch ({self.restorer.device}, {half} autocast + channels-last for "
                 f"{', '.join(parts) or 'nothing'}, float32 otherwise)")
 
 
+def select_providers(device: torch.device | str, available: list[str]) -> list[str]:
+    """CUDA then CPU when ``available`` (onnxruntime's providers) has the CUDA provider
+    and ``device`` is a GPU; CPU otherwise. The CPU provider stays second on CUDA for
+    the few ops the CUDA provider lacks (shape arithmetic). Which GPU is the session's
+    ``device_id``: ``export.ort.session_providers``."""
+    cuda = CUDA_EP in available and torch.device(device).type == "cuda"
+    return [CUDA_EP, CPU_EP] if cuda else [CPU_EP]
+
+
 def ort_providers(device: torch.device) -> list[str]:
-    """CUDA then CPU when onnxruntime has the CUDA provider and the restorer is on a
-    GPU; CPU otherwise. BackendUnavailable without onnxruntime."""
+    """:func:`select_providers` with onnxruntime's available providers.
+    BackendUnavailable without onnxruntime."""
     if importlib.util.find_spec("onnxruntime") is None:
         raise BackendUnavailable(f"the onnxruntime backend needs onnxruntime and onnx; "
                                  f"install with {ORT_INSTALL}")
     import onnxruntime
 
-    cuda = CUDA_EP in onnxruntime.get_available_providers() and device.type == "cuda"
-    return [CUDA_EP, CPU_EP] if cuda else [CPU_EP]
+    return select_providers(device, onnxruntime.get_available_providers())
+
+
+def apply_tf32(enabled: bool) -> dict[str, str]:
+    """Make TF32 for float32 CUDA convolutions and matmuls what ``enabled`` says, and
+    return the settings now in force (for the log line).
+
+    torch 2.13 runs float32 cuDNN convolutions in TF32 unless told otherwise
+    (``torch.backends.cudnn.conv.fp32_precision`` defaults to "tf32") while matmuls
+    stay IEEE: "fp32" was silently TF32 for most of this model. Set both here, once per
+    process (the switches are process-wide), when a backend for a CUDA restorer is
+    made. Older torch has only the ``allow_tf32`` flags."""
+    value = "tf32" if enabled else "ieee"
+    conv = getattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision", None)
+    matmul = getattr(torch.backends.cuda.matmul, "fp32_precision", None)
+    if conv is not None and matmul is not None:
+        torch.backends.cudnn.conv.fp32_precision = value
+        torch.backends.cuda.matmul.fp32_precision = value
+        return {"cudnn.conv.fp32_precision": torch.backends.cudnn.conv.fp32_precision,
+                "cuda.matmul.fp32_precision": torch.backends.cuda.matmul.fp32_precision}
+    torch.backends.cudnn.allow_tf32 = bool(enabled)
+    torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
+    return {"cudnn.allow_tf32": str(torch.backends.cudnn.allow_tf32),
+            "cuda.matmul.allow_tf32": str(torch.backends.cuda.matmul.allow_tf32)}
+
+
+def export_copy(restorer):
+    """The restorer with float32 CPU copies of its modules, for tracing exports.
+
+    Export tracing builds CPU sample inputs; tracing the live modules of a CUDA (or
+    half-precision) restorer with them fails on a device mismatch. The copy is made
+    tensor by tensor straight to the CPU (no second set of weights on the GPU); the
+    live modules are not moved. A float32 CPU restorer is returned as it is. The
+    weights hash of the copy equals the live one's for float32 weights, so graph
+    folders stay shared between CPU and GPU workers.
+    """
+    modules = {k: m for k, m in vars(restorer).items() if isinstance(m, torch.nn.Module)}
+    tensors = [t for m in modules.values() for t in (*m.parameters(), *m.buffers())]
+    if restorer.device.type == "cpu" and all(t.device.type == "cpu" and (
+            not t.is_floating_point() or t.dtype == torch.float32) for t in tensors):
+        return restorer
+
+    def cpu32(t: torch.Tensor) -> torch.Tensor:
+        t = t.detach().to("cpu")
+        return t.float() if t.is_floating_point() else t.clone()
+    view = copy.copy(restorer)
+    for key, module in modules.items():
+        # deepcopy with every parameter and buffer pre-seeded in the memo by its CPU
+        # float32 twin: the module structure is copied, the tensors never duplicated on
+        # the GPU
+        memo: dict[int, object] = {}
+        for p in module.parameters():
+            memo[id(p)] = torch.nn.Parameter(cpu32(p), requires_grad=False)
+        for b in module.buffers():
+            memo[id(b)] = cpu32(b)
+        twin = copy.deepcopy(module, memo)
+        if getattr(twin, "dtype", None) == torch.float16:     # SwinUNet(use_fp16=True)
+            twin.dtype = torch.float32
+        setattr(view, key, twin.eval())
+    view.device = torch.device("cpu")
+    view.backend = None
+    return view
 
 
 class OrtSessions:
@@ -229,13 +324,17 @@ class OrtSessions:
     store_class: type = OnnxStore     # subclasses with other graphs give their own store
 
     def __init__(self, restorer, model_dir: str | Path | None = None,
-                 threads: Optional[int] = None, cache: Optional[Path] = None):
+                 threads: Optional[int] = None, cache: Optional[Path] = None,
+                 tf32: bool = False):
         if importlib.util.find_spec("onnx") is None:
             raise BackendUnavailable(f"the onnxruntime backend exports graphs with the onnx "
                                      f"package; install with {ORT_INSTALL}")
         self.providers = ort_providers(restorer.device)
         self.restorer = restorer.using(None)
-        self.store = self.store_class(self.restorer, model_dir, cache)
+        self.device = restorer.device
+        self.tf32 = tf32
+        # exports trace a float32 CPU copy; the live (maybe CUDA) modules stay put
+        self.store = self.store_class(export_copy(self.restorer), model_dir, cache)
         self.threads = threads
         self._sessions: dict[str, object] = {}
 
@@ -243,7 +342,8 @@ class OrtSessions:
         from .ort import OrtGraph
 
         if key not in self._sessions:
-            self._sessions[key] = OrtGraph(path_fn(), self.threads, self.providers)
+            self._sessions[key] = OrtGraph(path_fn(), self.threads, self.providers,
+                                           device=self.device, tf32=self.tf32)
         return self._sessions[key]
 
 
@@ -338,18 +438,139 @@ class SplitBackend:
 
 
 class TensorRTBackend:
-    """fp16 TensorRT engines. Building them is what raises here until issue 4's device
-    work lands (``export.tensorrt.build_engines``)."""
+    """TensorRT engines (``export.tensorrt``: fp16 by default, strongly typed from the fp16
+    ONNX graphs) run on the restorer's CUDA device by ``export.trt_runtime``.
+
+    The engines of the configured tile (UNet; encoder and decoder for latent models) are
+    built or found when the backend is made; a UNet tile shape seen later (an image under
+    one tile) gets its engine built on first sight, as the onnxruntime backend exports
+    its graph. Engines are opened on first use or by :meth:`prepare`, one execution
+    context each per backend (a service worker makes its own backend).
+
+    max_batch: the largest batch the engines take (default the service's ``max_batch``);
+    larger batches run in chunks. An encoder / decoder input outside the VAE engines'
+    spatial range runs on the torch modules; a decode that gives NaN/Inf (fp16 overflow)
+    is done again on the float32 torch decoder and counted (``on_fallback``).
+    """
 
     name = "tensorrt"
 
     def __init__(self, restorer, model_dir: str | Path | None = None,
-                 tile: Optional[int] = None, cache: Optional[Path] = None):
-        from .tensorrt import build_engines, probe_tensorrt
+                 tile: Optional[int] = None, cache: Optional[Path] = None,
+                 max_batch: Optional[int] = None, precision: str = "fp16",
+                 compute_capability: Optional[str] = None, module: Optional[str] = None,
+                 optimization_level: Optional[int] = None):
+        from .tensorrt import EngineBuilder, default_max_batch, probe_tensorrt, profiles_for
 
-        probe_tensorrt()        # fail fast, before exporting any ONNX graph
-        self.engines = build_engines(restorer, model_dir, tile, cache=cache)
-        raise BackendUnavailable("running TensorRT engines is not implemented yet (issue 4)")
+        device = torch.device(restorer.device)
+        # fail fast, before exporting any ONNX graph: module, GPU, a target it can build
+        self.info = probe_tensorrt(compute_capability, module,
+                                   device if device.type == "cuda" else None)
+        if device.type != "cuda":
+            raise BackendUnavailable(f"the tensorrt backend runs on a CUDA GPU; the model is "
+                                     f"on {device} (use a cuda device, or --backend "
+                                     f"onnxruntime or torch)")
+        self.restorer = restorer.using(None)
+        self.device = device
+        self.precision = precision
+        self.max_batch = int(max_batch or default_max_batch())
+        self.builder = EngineBuilder(self.restorer, model_dir, cache, compute_capability,
+                                     module, optimization_level, device=device)
+        self.fallbacks = 0
+        self.on_fallback: Optional[Callable[[str], None]] = None
+        self._open: dict[str, object] = {}
+        self._warned: set[str] = set()
+        profiles = profiles_for(self.restorer, tile, self.max_batch, precision)
+        self.paths = dict(zip((p.graph for p in profiles), self.builder.build(profiles)))
+
+    def _engine(self, graph: str, size: Optional[tuple[int, int]] = None):
+        """The opened engine of ``graph``; a UNet graph (``size``: its latent h, w) not
+        built yet is built now."""
+        from .trt_runtime import open_engine
+
+        if graph not in self._open:
+            if graph not in self.paths:
+                from .tensorrt import unet_profile
+
+                log.info("building the TensorRT engine for %dx%d latent tiles (first use)",
+                         *size)
+                profile = unet_profile(*size, self.max_batch, self.precision)
+                self.paths[graph] = self.builder.build([profile])[0]
+            self._open[graph] = open_engine(self.paths[graph], self.device,
+                                            self.builder.device.module)
+        return self._open[graph]
+
+    def _unet(self, h: int, w: int):
+        return self._engine(f"unet_t{h}" if h == w else f"unet_t{h}x{w}", (h, w))
+
+    def denoiser(self) -> Denoiser:
+        from .errors import ExportError
+
+        residual = self.restorer.predict_type == "residual"
+
+        def run(x: torch.Tensor, t: torch.Tensor, lq, mask) -> torch.Tensor:
+            engine = self._unet(int(x.shape[-2]), int(x.shape[-1]))
+            if lq is None:
+                raise ExportError(f"{engine.path.name} needs the lq conditioning")
+            inputs = {"x": x, "t": t, "lq": lq}
+            if "mask" in engine.inputs:
+                if mask is None:
+                    raise ExportError(f"{engine.path.name} needs a mask")
+                inputs["mask"] = mask
+            out = engine(**inputs)[0].to(x.dtype)
+            return lq - out if residual else out
+        return run
+
+    def prepare(self, latent_tiles: "list[tuple[int, int]]", decoder: bool = True
+                ) -> list[str]:
+        """Build (when missing) and open the engines for these UNet tile shapes and the
+        autoencoder now rather than on a request. Returns what was opened."""
+        opened = []
+        for h, w in latent_tiles:
+            opened.append(self._unet(int(h), int(w)).path.name)
+        if getattr(self.restorer, "latent", False):
+            for graph in ("vae_encoder",) + (("vae_decoder",) if decoder else ()):
+                opened.append(self._engine(graph).path.name)
+        return opened
+
+    def _torch_instead(self, graph: str, shape) -> None:
+        if graph not in self._warned:
+            self._warned.add(graph)
+            log.info("%s input %s is outside its TensorRT engine's range; such inputs run "
+                     "on the torch module", graph, list(shape))
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        engine = self._engine("vae_encoder")
+        if not engine.fits(image=image.shape):
+            self._torch_instead("vae_encoder", image.shape)
+            return self.restorer.autoencoder.encode(image)
+        return engine(image=image)[0].float()
+
+    def decode(self, z: torch.Tensor, quantize: bool = True) -> torch.Tensor:
+        ae = self.restorer.autoencoder
+        if not quantize:        # the graph always quantises; the unquantised path is torch's
+            return ae.decode(z, quantize=False)
+        engine = self._engine("vae_decoder")
+        if not engine.fits(z=z.shape):
+            self._torch_instead("vae_decoder", z.shape)
+            return ae.decode(z, quantize=True)
+        out = engine(z=z)[0].float()
+        bad = decode_failure(out)
+        if bad is not None:
+            self.fallbacks += 1
+            log.warning("TensorRT %s decode gave %s; decoding again in float32",
+                        self.precision, bad)
+            if self.on_fallback is not None:
+                self.on_fallback(bad)
+            out = ae.decode(z.float(), quantize=True)
+        return out
+
+    def describe(self) -> str:
+        d = self.builder.device
+        gpu = d.gpu_name or str(self.device)
+        return (f"tensorrt ({d.module} {d.tensorrt_version}, {gpu}, sm {d.compute_capability}"
+                f", {self.precision} engines, batch 1-{self.max_batch}, in "
+                f"{self.builder.directory})")
 
 
 def choose_backend(restorer, precision: str = "fp32") -> tuple[str, str]:
@@ -392,6 +613,10 @@ def choose_backend(restorer, precision: str = "fp32") -> tuple[str, str]:
     why_not_trt = unavailable_reason()
     if why_not_trt is None:
         return "tensorrt", "TensorRT and a CUDA GPU are available"
+    if precision == "fp16":
+        # the onnxruntime graphs are float32; torch's fp16 autocast uses tensor cores
+        return "torch", (f"fp16 autocast on CUDA (onnxruntime graphs are float32); "
+                         f"tensorrt: {why_not_trt}")
     if CUDA_EP in providers and has_onnx:
         return "onnxruntime", f"onnxruntime has the CUDA provider; tensorrt: {why_not_trt}"
     return "torch", f"tensorrt: {why_not_trt}; onnxruntime has no CUDA provider"
@@ -399,15 +624,22 @@ def choose_backend(restorer, precision: str = "fp32") -> tuple[str, str]:
 
 def create_backend(name: str, restorer, model_dir: str | Path | None = None,
                    tile: Optional[int] = None, cache: Optional[Path] = None,
-                   precision: str = "fp32") -> Backend:
+                   precision: str = "fp32", tf32: bool = False,
+                   max_batch: Optional[int] = None) -> Backend:
     """The backend ``name`` (one of :data:`BACKENDS`) for ``restorer``; ``auto`` logs
     what it picked and why. Raises ``BackendUnavailable`` saying what to install.
 
     precision (one of :data:`PRECISIONS`; ``auto`` logs what it resolved to): what the
     torch-run networks use. With ``bf16`` the onnxruntime backend of a latent model
-    decodes on torch bf16 (:class:`SplitBackend`); its graphs stay float32."""
+    decodes on torch bf16 (:class:`SplitBackend`); its graphs stay float32.
+    tf32: TF32 for float32 CUDA work (torch and onnxruntime's CUDA provider), applied
+    here for a CUDA restorer (:func:`apply_tf32`). max_batch: the largest batch the
+    caller will run (the TensorRT profiles' upper bound)."""
     if name not in BACKENDS:
         raise BackendUnavailable(f"unknown backend {name!r}; use one of {', '.join(BACKENDS)}")
+    if restorer.device.type == "cuda":
+        log.info("TF32 %s for float32 CUDA work: %s", "on" if tf32 else "off",
+                 ", ".join(f"{k}={v}" for k, v in apply_tf32(tf32).items()))
     asked = precision
     precision, why_precision = resolve_precision(precision, restorer.device)
     family = getattr(restorer, "family", "resshift")
@@ -418,20 +650,37 @@ def create_backend(name: str, restorer, model_dir: str | Path | None = None,
         precision, why_precision = "fp32", f"{family} models run in fp32"
     if asked == "auto":
         log.info("precision auto -> %s: %s", precision, why_precision)
-    if name == "auto":
+    auto = name == "auto"
+    if auto:
         name, why = choose_backend(restorer, precision)
         log.info("backend auto -> %s: %s", name, why)
+    if name == "tensorrt" and auto:
+        # engines that cannot be built or opened here must not stop an automatic choice:
+        # say why once and go on with what runs without TensorRT
+        try:
+            return _tensorrt(restorer, model_dir, tile, cache, max_batch)
+        except BackendUnavailable as exc:
+            name = "torch" if precision == "fp16" else "onnxruntime"
+            log.warning("backend auto: tensorrt failed (%s); using %s instead", exc, name)
     if name == "torch":
         return TorchBackend(restorer, precision)
     if family == "diffir" and name == "onnxruntime":
         from .diffir_backend import DiffIROnnxBackend
-        return DiffIROnnxBackend(restorer, model_dir, cache=cache)
+        return DiffIROnnxBackend(restorer, model_dir, cache=cache, tf32=tf32)
     if family != "resshift":
         which = "torch or onnxruntime backends" if family == "diffir" else "torch backend"
         raise BackendUnavailable(f"{family} models run on the {which} only (--backend torch)")
     if name == "onnxruntime":
-        ort = OnnxRuntimeBackend(restorer, model_dir, cache=cache)
+        ort = OnnxRuntimeBackend(restorer, model_dir, cache=cache, tf32=tf32)
+        # a graph failing its export check runs on torch, logged once (export.fallback)
+        from .fallback import TorchFallback
+        ort = TorchFallback(ort, restorer, precision)
         if precision.startswith("bf16") and getattr(restorer, "latent", False):
             return SplitBackend(ort, TorchBackend(restorer, "bf16"))
         return ort
-    return TensorRTBackend(restorer, model_dir, tile, cache=cache)
+    return _tensorrt(restorer, model_dir, tile, cache, max_batch)
+
+
+def _tensorrt(restorer, model_dir, tile, cache, max_batch) -> "TensorRTBackend":
+    engine_batch = {} if max_batch is None else {"max_batch": int(max_batch)}
+    return TensorRTBackend(restorer, model_dir, tile, cache=cache, **engine_batch)

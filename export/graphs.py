@@ -5,7 +5,8 @@ dynamic, and how to draw random inputs of a given batch size / spatial size. The
 writer and the onnxruntime check read nothing else; TensorRT profiles will be derived
 from the same specs.
 
-Graphs (float32, NCHW):
+Graphs (float32 inputs and outputs, NCHW; ``.fp16.onnx`` twins compute in float16,
+``export.fp16``):
 
 =============  =====================================================  ==================
 file           inputs -> outputs                                      dynamic axes
@@ -53,10 +54,18 @@ class GraphSpec:
     dynamic_axes: dict[str, dict[int, str]]
     sample: Callable[[int, torch.Generator, bool], Inputs]
     info: dict = field(default_factory=dict)   # extra manifest fields (tile, factor...)
+    # the codebook the output is quantised with downstream (encoder graphs): the check
+    # counts latent positions whose nearest code changed
+    codebook: Optional[torch.Tensor] = None
 
     @property
     def file(self) -> str:
         return f"{self.name}.onnx"
+
+    def file_for(self, precision: str = "fp32") -> str:
+        """``unet_t64.onnx`` (fp32) or ``unet_t64.fp16.onnx`` (``export.fp16.graph_file``)."""
+        from .fp16 import graph_file
+        return graph_file(self.name, precision)
 
 
 class _UNetGraph(nn.Module):
@@ -148,7 +157,8 @@ def encoder_graph(autoencoder: nn.Module, latent_size: int) -> GraphSpec:
         input_names=["image"], output_names=["z"],
         dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
                       "z": {0: "batch", 2: "latent_height", 3: "latent_width"}},
-        sample=sample, info={"factor": f, "export_size": latent_size * f})
+        sample=sample, info={"factor": f, "export_size": latent_size * f},
+        codebook=autoencoder.quantize.embedding.weight.detach().float())
 
 
 def decoder_graph(autoencoder: nn.Module, latent_size: int) -> GraphSpec:

@@ -2,17 +2,28 @@
 
 Example (abridged)::
 
-    {"format_version": 1, "opset": 17, "tiles": [64], "tolerance": 1e-4,
+    {"format_version": 1, "opset": 17, "tiles": [64], "tolerance": 1e-4, "precisions": "fp16",
      "model": {"name": "realsr_v3", "task": "sr", "space": "latent",
                "weights_sha256": "3f2a..."},
      "versions": {"torch": "2.13.0+cpu", "onnx": "1.23.2", "onnxruntime": "1.32.0"},
      "exporter": "torch.onnx.export (TorchScript, dynamo=False)",
-     "graphs": [{"name": "unet_t64", "kind": "unet", "file": "unet_t64.onnx",
-                 "sha256": "...", "tile": 64, "lq_tile": 64,
+     "graphs": [{"name": "unet_t64", "kind": "unet", "precision": "fp32",
+                 "file": "unet_t64.onnx", "sha256": "...", "tile": 64, "lq_tile": 64,
                  "inputs": [{"name": "x", "shape": ["batch", 3, 64, 64], "dtype": "float32"}, ...],
                  "outputs": [...], "rel_err": 9.1e-07,
-                 "checks": [{"shapes": {"x": [2, 3, 64, 64], ...}, "rel_err": 9.1e-07}, ...],
-                 "export_s": 1.6}, ...]}
+                 "measures": {"psnr_db": 140.1}, "limits": {"psnr_db": 60.0},
+                 "checks": [{"shapes": {"x": [1, 3, 64, 64], ...}, "rel_err": 9.1e-07,
+                             "psnr_db": 140.6}, ...],
+                 "export_s": 1.6},
+                {"name": "unet_t64", "kind": "unet", "precision": "fp16",
+                 "file": "unet_t64.fp16.onnx", ..., "measures": {"psnr_db": 84.2},
+                 "limits": {"psnr_db": 35.0},
+                 "fp16": {"fp16_nodes": 1255, "kept_fp32": {"Softmax": 18, ...}, ...}}, ...]}
+
+A graph is identified by ``name`` and ``precision`` (records written before float16
+graphs existed have no ``precision``: float32). ``measures`` holds the worst value of
+each bounded measure over the checks, ``limits`` the bounds it was held to
+(``export.fidelity.CHECK_LIMITS``); DiffIR graphs have ``rel_err`` against ``tolerance``.
 """
 
 from __future__ import annotations

@@ -13,28 +13,43 @@ Exporter: ``torch.onnx.export(..., dynamo=False)`` (the TorchScript tracer). Wit
 after scaled_dot_product_attention), and it would need onnxscript; the tracer gives
 standard-domain graphs (no custom ops) matching torch to about 1e-6.
 
+With ``precisions`` (``export.fp16.GraphPrecisions``, CLI ``--precision fp16`` or
+``unet=fp16,encoder=fp32,...``) the graphs named fp16 also get a float16 twin,
+``unet_t64.fp16.onnx`` etc., converted from the checked float32 graph by
+``export.fp16.convert_fp16`` (float32 inputs and outputs; norms, softmax, timestep
+embedding and codebook lookup kept float32). Manifest records carry their
+``precision``.
+
 Every graph is written to a temporary name, passed through ``onnx.checker``, scanned
 for non-standard op domains, and run with onnxruntime (CPUExecutionProvider) against
-the float32 torch module on seeded random inputs at the export shape and, for dynamic
-spatial axes, a second shape. A relative error ``||ort - torch|| / ||torch||`` at or
-above ``tolerance`` (1e-4) deletes the file and raises :class:`ExportCheckError` with the
-numbers; only checked graphs get their final name.
+the float32 torch module on seeded random inputs: batch 1 at the export shape and
+batch 2 at, for dynamic spatial axes, a second shape. What is measured and bounded
+depends on the graph (``export.fidelity.CHECK_LIMITS``, one table for both
+precisions): the decoder's image PSNR in the 8-bit range, the encoder's latent PSNR
+and share of positions whose nearest codebook entry changes, the UNet's x0 PSNR.
+Graphs of other kinds (DiffIR) keep the relative-error bound ``tolerance`` (1e-4). A
+graph outside its limits is deleted and :class:`ExportCheckError` raised with the
+numbers; only checked graphs get their final name, and the measured values go to the
+manifest.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import torch
 
 from model.directory import resolve_model_dir
 
 from .errors import ExportCheckError, ExportError
+from .fidelity import LOWER_BOUNDS, graph_measures, limits_for, violations
+from .fp16 import FP16, FP32, GraphPrecisions, convert_fp16
 from .graphs import GraphSpec, decoder_graph, encoder_graph, unet_graph
 from .manifest import (FORMAT_VERSION, MANIFEST, file_hash, graph_io, versions, weights_hash,
                        write_manifest)
@@ -48,6 +63,7 @@ STANDARD_DOMAINS = ("", "ai.onnx")
 EXPORTER = "torch.onnx.export (TorchScript tracer, dynamo=False)"
 
 Progress = Callable[[int, int, dict], None]    # (done, total, graph record)
+Limits = Mapping[tuple[str, str], Mapping[str, float]]   # as export.fidelity.CHECK_LIMITS
 
 
 @dataclass
@@ -59,16 +75,25 @@ class OnnxExport:
     paths: list[Path]
 
 
-def check_graph(spec: GraphSpec, path: str | Path, tolerance: float = TOLERANCE,
-                seed: int = 0) -> list[dict]:
-    """Run ``path`` with onnxruntime and ``spec.module`` with torch on the same random
-    inputs (batch 1 and 2; for dynamic spatial axes the second check uses another size).
+def _json_number(value: float) -> float | str:
+    return round(value, 6) if math.isfinite(value) else str(value)
 
-    Returns one ``{"shapes": {...}, "rel_err": e}`` per check; raises ExportCheckError
-    as soon as ``e >= tolerance`` (or is NaN).
+
+def check_graph(spec: GraphSpec, path: str | Path, tolerance: float = TOLERANCE,
+                seed: int = 0, precision: str = FP32,
+                limits: Optional[Limits] = None) -> list[dict]:
+    """Run ``path`` with onnxruntime and ``spec.module`` with torch (float32) on the same
+    random inputs: batch 1 at the export shape, batch 2 at another spatial size where
+    the graph has dynamic spatial axes.
+
+    The measures and limits are ``CHECK_LIMITS[(spec.kind, precision)]`` (``limits``:
+    another table of the same form); kinds not in the table are held to relative error
+    < ``tolerance``. Returns one ``{"shapes": {...}, "rel_err": e, <measures>}`` per check;
+    raises ExportCheckError at the first measure outside its limit (or NaN).
     """
     path = Path(path)
     graph = OrtGraph(path)
+    bounds = limits_for(spec.kind, precision, limits)
     spatial = any(len(axes) > 1 for axes in spec.dynamic_axes.values())
     gen = torch.Generator().manual_seed(seed)
     results = []
@@ -76,13 +101,37 @@ def check_graph(spec: GraphSpec, path: str | Path, tolerance: float = TOLERANCE,
         inputs = spec.sample(batch, gen, alt)
         with torch.no_grad():
             ref = spec.module(*(inputs[n] for n in spec.input_names)).float()
-        out = graph(**inputs)[0]
+        out = graph(**inputs)[0].float()
         err = rel_err(out, ref)
         shapes = {n: tuple(inputs[n].shape) for n in spec.input_names}
-        results.append({"shapes": {n: list(s) for n, s in shapes.items()}, "rel_err": err})
-        if not err < tolerance:
-            raise ExportCheckError(spec.file, err, tolerance, shapes)
+        record = {"shapes": {n: list(s) for n, s in shapes.items()}, "rel_err": err}
+        if bounds is None:
+            results.append(record)
+            if not err < tolerance:
+                raise ExportCheckError(path.name, err, tolerance, shapes)
+            continue
+        measures = graph_measures(spec.kind, out, ref, spec.codebook)
+        record.update({k: _json_number(v) for k, v in measures.items()})
+        results.append(record)
+        bad = violations(measures, bounds)
+        if bad:
+            key, value, limit = bad[0]
+            raise ExportCheckError(path.name, err, limit, shapes, measure=key, value=value)
     return results
+
+
+def _worst(checks: list[dict], limits: Optional[dict]) -> dict:
+    """The worst value of each bounded measure over the checks (for the manifest)."""
+    if not limits:
+        return {}
+    out = {}
+    for key in limits:
+        values = [c[key] for c in checks if key in c]
+        numeric = [float(v) for v in values]
+        if numeric:
+            worst = min(numeric) if key in LOWER_BOUNDS else max(numeric)
+            out[key] = _json_number(worst)
+    return out
 
 
 def _trace_to_onnx(spec: GraphSpec, path: Path, opset: int) -> None:
@@ -109,27 +158,50 @@ def _validate(path: Path) -> None:
 
 
 def write_graph(spec: GraphSpec, directory: str | Path, opset: int = DEFAULT_OPSET,
-                tolerance: float = TOLERANCE, seed: int = 0) -> dict:
+                tolerance: float = TOLERANCE, seed: int = 0, precision: str = FP32,
+                limits: Optional[Limits] = None) -> dict:
     """Export, validate and check one graph into ``directory``; returns its manifest
-    record. A graph that fails the check is deleted and ExportCheckError raised."""
+    record. A graph that fails the check is deleted and ExportCheckError raised.
+
+    ``precision`` "fp16": the float16 twin (``spec.file_for("fp16")``), converted from
+    the float32 graph in ``directory`` when it is there (else traced afresh)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    final = directory / spec.file
-    tmp = directory / (spec.file + ".tmp")
+    file = spec.file_for(precision)
+    final = directory / file
+    tmp = directory / (file + ".tmp")
+    source_tmp = directory / (spec.file + ".src.tmp")
+    extra: dict = {}
     start = time.perf_counter()
     try:
-        _trace_to_onnx(spec, tmp, opset)
+        if precision == FP32:
+            _trace_to_onnx(spec, tmp, opset)
+        else:
+            import onnx
+
+            source = directory / spec.file
+            if not source.is_file():
+                _trace_to_onnx(spec, source_tmp, opset)
+                source = source_tmp
+            half, report = convert_fp16(onnx.load(str(source)))
+            onnx.save(half, str(tmp))
+            source_tmp.unlink(missing_ok=True)
+            extra = {"fp16": report.as_dict()}
         exported = time.perf_counter()
         _validate(tmp)
-        checks = check_graph(spec, tmp, tolerance, seed)
+        checks = check_graph(spec, tmp, tolerance, seed, precision, limits)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        source_tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, final)
     inputs, outputs = graph_io(final)
-    return {"name": spec.name, "kind": spec.kind, "file": spec.file, "sha256": file_hash(final),
-            **spec.info, "inputs": inputs, "outputs": outputs,
-            "rel_err": max(c["rel_err"] for c in checks), "checks": checks,
+    bounds = limits_for(spec.kind, precision, limits)
+    return {"name": spec.name, "kind": spec.kind, "precision": precision, "file": file,
+            "sha256": file_hash(final), **spec.info, "inputs": inputs, "outputs": outputs,
+            "rel_err": max(c["rel_err"] for c in checks),
+            **({"measures": _worst(checks, bounds), "limits": bounds} if bounds else {}),
+            "checks": checks, **extra,
             "export_s": round(exported - start, 2),
             "check_s": round(time.perf_counter() - exported, 2)}
 
@@ -150,32 +222,56 @@ def graph_specs(restorer, tiles: Sequence[int]) -> list[GraphSpec]:
 
 def export_onnx(restorer, directory: str | Path, tiles: Sequence[int] = (64,),
                 opset: int = DEFAULT_OPSET, tolerance: float = TOLERANCE, seed: int = 0,
-                progress: Optional[Progress] = None) -> OnnxExport:
+                progress: Optional[Progress] = None,
+                precisions: "GraphPrecisions | str | None" = None,
+                limits: Optional[Limits] = None) -> OnnxExport:
     """Export every graph of ``restorer`` (a ``model.restorer.Restorer``) into
     ``directory`` and write its manifest.json. ``tiles``: latent tile sides, positive
-    multiples of ``restorer.latent_unit``. ``progress(done, total, record)`` is called
-    after each checked graph. A DiffIR restorer (``family == "diffir"``) exports its one
-    dynamic graph instead (``export.diffir_onnx``; ``tiles``: at most one LQ size)."""
+    multiples of ``restorer.latent_unit``. ``precisions``: which graphs also get a
+    float16 twin (``export.fp16.GraphPrecisions`` or its string; default none).
+    ``limits``: a check table replacing ``export.fidelity.CHECK_LIMITS``.
+    ``progress(done, total, record)`` is called after each checked graph. A DiffIR
+    restorer (``family == "diffir"``) exports its one dynamic graph instead
+    (``export.diffir_onnx``; ``tiles``: at most one LQ size)."""
     if getattr(restorer, "family", "resshift") == "diffir":
         from .diffir_onnx import export_diffir
+        if precisions is not None and GraphPrecisions.parse(precisions).any_fp16:
+            raise ExportError("float16 graphs are exported for ResShift models only")
         return export_diffir(restorer, directory, tiles, opset, tolerance, seed, progress)
     if not MIN_OPSET <= int(opset) <= MAX_OPSET:
         raise ExportError(f"opset {opset} is not supported: use {MIN_OPSET} to {MAX_OPSET}")
     for module in (restorer.unet, restorer.autoencoder):
         if module is not None and any(p.dtype != torch.float32 for p in module.parameters()):
             raise ExportError("export works on float32 weights; load the model in float32")
+    try:
+        precisions = GraphPrecisions.parse(precisions or FP32)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
     specs = graph_specs(restorer, tiles)
+    jobs = [(spec, p) for spec in specs
+            for p in ((FP32, FP16) if precisions.of(spec.kind) == FP16 else (FP32,))]
     directory = Path(directory)
     # a folder without manifest.json is an unfinished export: never leave an old
     # manifest describing graphs this run is about to replace
     (directory / MANIFEST).unlink(missing_ok=True)
     records = []
-    for i, spec in enumerate(specs):
-        records.append(write_graph(spec, directory, int(opset), tolerance, seed))
+    for i, (spec, precision) in enumerate(jobs):
+        records.append(write_graph(spec, directory, int(opset), tolerance, seed, precision,
+                                   limits))
         if progress is not None:
-            progress(i + 1, len(specs), records[-1])
+            progress(i + 1, len(jobs), records[-1])
+    manifest = base_manifest(restorer, tiles, opset, tolerance, precisions, records)
+    write_manifest(directory, manifest)
+    return OnnxExport(directory, manifest, [directory / r["file"] for r in records])
+
+
+def base_manifest(restorer, tiles: Sequence[int], opset: int = DEFAULT_OPSET,
+                  tolerance: float = TOLERANCE,
+                  precisions: "GraphPrecisions | str | None" = None,
+                  records: Sequence[dict] = ()) -> dict:
+    """The manifest of a ResShift restorer's export folder holding ``records``."""
     cfg = restorer.config
-    manifest = {
+    return {
         "format_version": FORMAT_VERSION,
         "model": {"name": cfg.name, "task": cfg.task, "scale": cfg.scale,
                   "space": "latent" if restorer.latent else "pixel",
@@ -184,12 +280,11 @@ def export_onnx(restorer, directory: str | Path, tiles: Sequence[int] = (64,),
         "opset": int(opset),
         "tiles": sorted({int(t) for t in tiles}),
         "tolerance": tolerance,
+        "precisions": str(GraphPrecisions.parse(precisions or FP32)),
         "exporter": EXPORTER,
         "versions": versions(),
-        "graphs": records,
+        "graphs": list(records),
     }
-    write_manifest(directory, manifest)
-    return OnnxExport(directory, manifest, [directory / r["file"] for r in records])
 
 
 def default_out_dir(model_dir: str | Path) -> Path:
@@ -200,9 +295,10 @@ def default_out_dir(model_dir: str | Path) -> Path:
 def export_model_dir(model_dir: str | Path, out: str | Path | None = None,
                      tiles: Sequence[int] = (64,), opset: int = DEFAULT_OPSET,
                      tolerance: float = TOLERANCE,
-                     progress: Optional[Progress] = None) -> OnnxExport:
+                     progress: Optional[Progress] = None,
+                     precisions: "GraphPrecisions | str | None" = None) -> OnnxExport:
     """Load a model directory (or bundled name) on the CPU in float32 and export it to
-    ``out`` (default ``MODEL_DIR/onnx``)."""
+    ``out`` (default ``MODEL_DIR/onnx``); ``precisions`` as :func:`export_onnx`."""
     import model
 
     restorer = model.load(model_dir, device="cpu")
@@ -210,4 +306,5 @@ def export_model_dir(model_dir: str | Path, out: str | Path | None = None,
     if target.resolve() == resolve_model_dir(model_dir).resolve():
         raise ExportError("refusing to export into the model directory itself; use "
                           "MODEL_DIR/onnx or another --out")
-    return export_onnx(restorer, target, tiles, opset, tolerance, progress=progress)
+    return export_onnx(restorer, target, tiles, opset, tolerance, progress=progress,
+                       precisions=precisions)

@@ -106,7 +106,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from export.errors import BackendUnavailable
     try:
         backend = create_backend(args.backend, restorer, model_dir=args.model, tile=args.tile,
-                                 precision=args.precision)
+                                 precision=args.precision, tf32=args.tf32)
     except BackendUnavailable as exc:
         log.error("backend %s: %s", args.backend, exc)
         return 2
@@ -277,21 +277,32 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
         log.error("ONNX export needs onnx and onnxruntime (%s); install them with "
                   "pip install 'resshift-service[onnx]'", exc)
         return 2
+    from export.fp16 import GraphPrecisions
     from export.onnx import default_out_dir, export_model_dir
 
+    try:
+        precisions = GraphPrecisions.parse(args.precision)
+    except ValueError as exc:
+        log.error("--precision: %s", exc)
+        return 2
     out = args.out or default_out_dir(args.model_dir)
     tiles = args.tile or [64]
 
     def report(done: int, total: int, rec: dict) -> None:
         shape = "x".join(str(d) for d in rec["inputs"][0]["shape"])
-        print(f"[{done}/{total}] {rec['file']}: {rec['inputs'][0]['name']} {shape}, "
-              f"onnxruntime vs torch rel. error {rec['rel_err']:.1e} "
+        found = rec.get("measures") or {}
+        measured = ", ".join(
+            f"PSNR {v} dB" if k == "psnr_db" else f"code flips {100 * float(v):.2f} %"
+            for k, v in found.items())
+        measured += (", " if measured else "") + f"rel. error {rec['rel_err']:.1e}"
+        print(f"[{done}/{total}] {rec['file']}: "
+              f"{rec['inputs'][0]['name']} {shape}, onnxruntime vs torch {measured} "
               f"(export {rec['export_s']:.1f} s, check {rec['check_s']:.1f} s)", flush=True)
     print(f"exporting {args.model_dir} to {out} (opset {args.opset}, tiles "
-          f"{', '.join(map(str, tiles))})", flush=True)
+          f"{', '.join(map(str, tiles))}, precision {precisions})", flush=True)
     try:
         result = export_model_dir(args.model_dir, out, tiles=tiles, opset=args.opset,
-                                  progress=report)
+                                  progress=report, precisions=precisions)
     except ModelError as exc:
         log.error("%s", exc)
         return 2
@@ -300,25 +311,29 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
 
 def cmd_export_tensorrt(args: argparse.Namespace) -> int:
-    """Profiles -> checked ONNX graphs -> TensorRT engines. Without a CUDA GPU and the
-    tensorrt package it stops after the ONNX graphs and says what is missing."""
+    """Profiles -> checked ONNX graphs -> TensorRT engines (built, or found in the
+    engine folder), one progress line per engine, then their paths. Without a TensorRT
+    module, or without a GPU and a TensorRT-RTX target, it stops after the ONNX graphs
+    and says what is missing."""
     import model
     from export.errors import BackendUnavailable
     from export.tensorrt import build_engines, profiles_for
     from model.errors import ModelError
 
+    precision = "fp16" if args.fp16 else args.precision
     try:
-        restorer = model.load(args.model_dir)
+        restorer = model.load(args.model_dir, device="cpu")   # graphs trace on the CPU
         if getattr(restorer, "family", "resshift") != "resshift":
             log.error("TensorRT engines are built for ResShift models; %s is a %s model "
                       "(use --backend onnxruntime)", args.model_dir, restorer.family)
             return 2
-        precision = "fp16" if args.fp16 else "fp32"
         profiles = profiles_for(restorer, args.tile, args.max_batch, precision)
         print(f"{args.model_dir}: {len(profiles)} engine profile(s): "
               + ", ".join(p.tag() for p in profiles), flush=True)
         paths = build_engines(restorer, args.model_dir, tile=args.tile,
-                              max_batch=args.max_batch, precision=precision)
+                              max_batch=args.max_batch, precision=precision,
+                              compute_capability=args.compute_capability,
+                              progress=lambda line: print(line, flush=True))
     except (BackendUnavailable, ModelError) as exc:
         log.error("%s", exc)
         return 2
@@ -340,10 +355,13 @@ def add_export_parser(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Writes MODEL_DIR/onnx/ (or --out): unet_t<N>.onnx per latent tile size N\n"
                "(dynamic batch), vae_encoder.onnx and vae_decoder.onnx for latent models\n"
-               "(dynamic batch and size), and manifest.json. Each graph must match the\n"
-               "float32 torch model to a relative error below 1e-4 or the export fails.\n\n"
+               "(dynamic batch and size), and manifest.json. Each graph is checked against\n"
+               "the float32 torch model (decoder: image PSNR, encoder: latent PSNR and\n"
+               "codebook flips, UNet: x0 PSNR; limits in export/fidelity.py) or the\n"
+               "export fails. --precision fp16 adds float16 twins (unet_t64.fp16.onnx...).\n\n"
                "examples:\n  resshift export onnx models/realsr_v3\n"
                "  resshift export onnx models/realsr_v3 --tile 64 128 --opset 18\n"
+               "  resshift export onnx models/realsr_v3 --precision fp16\n"
                "  resshift export onnx demo --out /tmp/demo-onnx")
     o.add_argument("model_dir", help="model directory (or a bundled name such as demo)")
     o.add_argument("--tile", type=int, nargs="+", action="extend", default=None, metavar="N",
@@ -352,24 +370,41 @@ def add_export_parser(sub) -> None:
                         "the dynamic graph is traced and checked at")
     o.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 to 20 (default 17)")
     o.add_argument("--out", help="output folder (default MODEL_DIR/onnx)")
+    o.add_argument("--precision", default="fp32", metavar="P",
+                   help="fp32 (default), fp16 (also write float16 graphs: fp16 weights and "
+                        "compute, float32 inputs/outputs, norms/softmax/timestep embedding/"
+                        "codebook lookup in float32), or per graph, e.g. "
+                        "unet=fp16,encoder=fp16,decoder=fp32")
     o.set_defaults(func=cmd_export_onnx)
     t = kinds.add_parser(
-        "tensorrt", help="TensorRT engines from the checked ONNX graphs (needs a CUDA GPU "
-                         "and the tensorrt package; the engine build itself is not done yet)",
+        "tensorrt", help="TensorRT engines from the checked ONNX graphs (tensorrt 10/11 "
+                         "on a CUDA GPU, or TensorRT-RTX, which also builds without one)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Exports and checks the ONNX graphs the profiles need, then builds one engine\n"
-               "per profile into MODEL_DIR/tensorrt/, keyed by weights, GPU, TensorRT\n"
-               "version and profile. Without a GPU or TensorRT it stops after the graphs\n"
-               "and names what is missing.\n\n"
-               "examples:\n  resshift export tensorrt models/realsr_v3 --fp16 --max-batch 8\n"
-               "  resshift export tensorrt models/realsr_v3 --fp16 --tile 64")
+        epilog="Exports and checks the ONNX graphs the profiles need (fp16 graphs for\n"
+               "--precision fp16), then builds one strongly typed engine per profile into\n"
+               "MODEL_DIR/tensorrt/ (the UNet at the latent tile; the VQGAN encoder and\n"
+               "decoder from one latent unit up to one VAE tile; batch 1 to --max-batch),\n"
+               "keyed by weights, graph, TensorRT module and version, compute capability\n"
+               "and profile; engines already there are reused. The module is tensorrt when\n"
+               "it imports, else tensorrt_rtx (RESSHIFT_TENSORRT_MODULE forces one).\n"
+               "Without a GPU or TensorRT it stops after the graphs and names what is\n"
+               "missing.\n\n"
+               "examples:\n  resshift export tensorrt models/realsr_v3 --max-batch 8\n"
+               "  resshift export tensorrt models/realsr_v3 --tile 64 --precision fp32\n"
+               "  resshift export tensorrt models/realsr_v3 --compute-capability 8.9  "
+               "# TensorRT-RTX, no GPU")
     t.add_argument("model_dir", help="model directory")
-    t.add_argument("--fp16", action="store_true", help="fp16 engines (fp32 where fp16 "
-                   "breaks a layer); default fp32")
+    t.add_argument("--precision", choices=["fp16", "fp32"], default="fp16",
+                   help="engine precision (default fp16: the fp16 ONNX graph, which keeps "
+                        "norms, softmax, the timestep embedding and the codebook lookup "
+                        "in fp32)")
+    t.add_argument("--fp16", action="store_true", help=argparse.SUPPRESS)  # older spelling
     t.add_argument("--max-batch", type=int, default=None, metavar="N",
-                   help="largest batch of the profiles (default: the model's tile batch)")
+                   help="largest batch of the profiles (default: the service's max_batch, 8)")
     t.add_argument("--tile", type=int, default=None, metavar="N",
                    help="latent tile side (default: the model's, 64)")
+    t.add_argument("--compute-capability", default=None, metavar="X.Y",
+                   help="TensorRT-RTX build target, e.g. 8.6 (default: the visible GPU's)")
     t.set_defaults(func=cmd_export_tensorrt)
 
 
@@ -497,10 +532,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "on torch bf16 under --precision bf16; onnxruntime exports "
                         "MODEL_DIR/onnx on first use, or ~/.cache/resshift for "
                         "bundled/read-only models)")
-    r.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="precision of the torch-run networks (default auto: bf16 on CPUs "
-                        "with AMX-BF16 / AVX512-BF16, fp32 otherwise; bf16 keeps what "
-                        "precedes the codebook lookup in fp32; the choice is logged)")
+    r.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="precision of the torch-run networks (default auto: fp16 autocast "
+                        "on CUDA, bf16 on CPUs with AMX-BF16 / AVX512-BF16, fp32 otherwise; "
+                        "bf16 keeps what precedes the codebook lookup in fp32; the choice "
+                        "is logged)")
+    r.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=False,
+                   help="TF32 tensor-core math for float32 work on CUDA (default off: fp32 "
+                        "means IEEE float32; use --precision fp16 for speed)")
     r.add_argument("--format", choices=["png", "jpg", "webp"], help="output format for folders")
     r.add_argument("--max-pixels", type=int, default=16_000_000, help="refuse larger inputs")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -74,16 +74,42 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return x
 
 
+def to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """A CPU tensor on ``device``. To CUDA it goes through page-locked (pinned) memory
+    with an asynchronous copy: the DMA engine reads pinned pages directly, and the copy
+    queues on the current stream instead of stalling the thread (the caching host
+    allocator keeps the pinned block until the copy is done). Elsewhere a plain ``to``."""
+    device = torch.device(device)
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def to_model_range(image: np.ndarray, device) -> torch.Tensor:
-    """HxWx3 uint8 -> 1x3xHxW float32 in [-1, 1]."""
-    t = torch.tensor(image, device=device, dtype=torch.float32)
+    """HxWx3 uint8 -> 1x3xHxW float32 in [-1, 1]. To a GPU the uint8 pixels travel
+    (a quarter of float32's bytes, pinned) and are converted there."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        host = torch.empty(image.shape, dtype=torch.uint8, pin_memory=True)
+        host.numpy()[...] = image
+        t = host.to(device, non_blocking=True).to(torch.float32)
+    else:
+        t = torch.tensor(image, device=device, dtype=torch.float32)
     return (t.permute(2, 0, 1).unsqueeze(0) / 255.0 - 0.5) / 0.5
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """1x3xHxW in [-1, 1] -> HxWx3 uint8 (clamped, rounded)."""
+    """1x3xHxW in [-1, 1] -> HxWx3 uint8 (clamped, rounded). From a GPU the uint8
+    result comes back through a pinned buffer; the stream is synchronized before the
+    pixels are read, and they are copied out so no pinned memory outlives the call."""
     x = (x.detach().float().clamp(-1.0, 1.0) * 0.5 + 0.5)[0]
-    return (x.permute(1, 2, 0) * 255.0).round().to(torch.uint8).cpu().numpy()
+    pixels = (x.permute(1, 2, 0) * 255.0).round().to(torch.uint8)
+    if pixels.device.type != "cuda":
+        return pixels.cpu().numpy()
+    host = torch.empty(pixels.shape, dtype=torch.uint8, pin_memory=True)
+    host.copy_(pixels, non_blocking=True)
+    torch.cuda.current_stream(pixels.device).synchronize()
+    return host.numpy().copy()
 
 
 class Restorer:
@@ -98,6 +124,9 @@ class Restorer:
                  autoencoder: Optional[torch.nn.Module], device: str | torch.device = "cpu"):
         self.config = config
         self.device = torch.device(device)
+        if getattr(unet, "dtype", None) == torch.float16 and hasattr(unet, "convert_to_fp16"):
+            # use_fp16: loading may have put float32 weights back (assign=True)
+            unet.convert_to_fp16()
         self.unet = unet.to(self.device).eval()
         self.autoencoder = autoencoder.to(self.device).eval() if autoencoder is not None else None
         self.schedule: Schedule = schedule_from_config(config.diffusion)
@@ -311,7 +340,8 @@ class Restorer:
             if mask.shape != (h, w):
                 raise InputImageError(f"the mask is {mask.shape[1]}x{mask.shape[0]} but the "
                                       f"image is {w}x{h}; send a mask of the image's size")
-            mask_t = torch.from_numpy(mask.astype(np.float32))[None, None].to(self.device)
+            mask_t = to_device(torch.from_numpy(mask.astype(np.float32))[None, None],
+                               self.device)
         padded = pad_to_multiple(lq, self.config.input_multiple)
         mask_pad = pad_to_multiple(mask_t, self.config.input_multiple) * 2 - 1 \
             if mask_t is not None else None

@@ -29,7 +29,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .restorer import Restorer, TileOptions, to_uint8
+from .restorer import Restorer, TileOptions, to_device, to_uint8
 from .sampler import draw_noises, posterior_step, prior_sample
 from .tiling import TilePlan, plan_tiles, ramp_weights
 
@@ -145,8 +145,9 @@ class TiledJob:
             return
         r = self.restorer
         z_y = r.encode_lq(self._padded, self.tiles)
-        self._noises = draw_noises(z_y.shape, r.schedule.num_steps + 1, self._generator,
-                                   device=r.device)
+        # drawn on the CPU (same seed, same image on every device), moved pinned
+        self._noises = [to_device(n, r.device) for n in draw_noises(
+            z_y.shape, r.schedule.num_steps + 1, self._generator)]
         if r.config.unet.get("cond_lq", True):
             self._cond_lq = r._conditioning(self._padded, z_y)
         self._x = prior_sample(z_y, r.schedule, self._noises[0])

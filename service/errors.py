@@ -84,6 +84,11 @@ class NotReady(ServiceError):
     """Models are still loading / warming up, or failed to load."""
 
 
+class DevicePoisoned(NotReady):
+    """The worker's GPU met a sticky CUDA error (``service.cuda_errors``): its context is
+    unusable until the process restarts. 503, not 500: the request was fine."""
+
+
 class ShuttingDown(ServiceError):
     """The server is stopping and takes no new work."""
 
@@ -143,6 +148,7 @@ _STATUS: dict[type, tuple[int, str]] = {
     QueueFull: (429, "queue_full"),
     Canceled: (499, "canceled"),
     NotReady: (503, "not_ready"),
+    DevicePoisoned: (503, "device_failed"),
     ShuttingDown: (503, "shutting_down"),
     DeadlineExceeded: (504, "deadline_exceeded"),
     InferenceFailed: (500, "inference_failed"),

@@ -57,6 +57,10 @@ class Metrics:
         self.gpu_memory = Gauge(
             "resshift_gpu_memory_bytes", "GPU memory allocated by the worker's tensors",
             ["device"], registry=reg)
+        self.device_poisoned = Gauge(
+            "resshift_device_poisoned", "1 when the device met a sticky CUDA error (illegal "
+            "memory access, device-side assert, launch failure): its worker serves nothing "
+            "until the process restarts", ["device"], registry=reg)
         self.decode_fallbacks = Counter(
             "resshift_decode_fallbacks_total", "Reduced-precision decodes that gave NaN/Inf "
             "and were redone in float32", ["task"], registry=reg)

@@ -132,6 +132,9 @@ class Scheduler:
         for w in self.workers:
             if w.state == "failed":
                 return False, f"worker {w.device} failed: {w.error}"
+            if w.state == "poisoned":
+                return False, (f"device {w.device} is unusable ({w.error}); restart the "
+                               "process")
             if not w.is_alive():
                 return False, f"worker {w.device} is not running"
             if w.state != "ready":

@@ -45,8 +45,14 @@ class Settings(BaseSettings):
     backend: Literal["torch", "onnxruntime", "tensorrt", "auto"] = Field(default="torch", description="what runs the networks: torch, "
                          "onnxruntime, tensorrt or auto (export.backends; graphs are exported "
                          "and checked at start-up when missing)")
-    precision: Literal["fp32", "bf16", "auto"] = Field(default="fp32", description="fp32, bf16 (CPUs with bf16: the "
-                           "VQGAN decoder) or auto")
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = Field(
+        default="fp32", description="fp32, bf16 (CPUs with bf16: the VQGAN decoder), fp16 "
+        "(CUDA: torch float16 autocast) or auto (fp16 on CUDA, bf16 on bf16 CPUs)")
+    tf32: bool = Field(
+        default=False, description="TF32 tensor-core math for float32 convolutions and "
+        "matmuls on CUDA (torch and onnxruntime). Off by default: fp32 then means IEEE "
+        "float32 (torch 2.13 would otherwise run convolutions in TF32 silently); for speed "
+        "use precision fp16/auto, which TF32 does not affect")
 
     # -- batching and backpressure ---------------------------------------------------
     max_batch: int = Field(default=8, ge=1, description="latent tiles per UNet call")

@@ -14,6 +14,12 @@ DIRformer over each image (or each of its tiles, for large images), in "denoise"
 blending and cropping are "decode". The batch key is (family, task, shapes), so work of
 different families or models never shares a batch.
 
+On a CUDA device the thread makes that device its current one (TensorRT and
+onnxruntime use the thread's current device, not the tensors') and queues all its work
+on a stream of its own; results are synchronized before they leave the thread. A sticky
+CUDA error (``service.cuda_errors``) poisons the worker: its requests fail with 503,
+``/readyz`` names the device, and it serves nothing more until the process restarts.
+
 The model layer is imported lazily (in the thread), so importing this module is cheap.
 """
 
@@ -30,7 +36,8 @@ from typing import Any, Optional
 import numpy as np
 
 from . import batching
-from .errors import InferenceFailed, ServiceError, ShuttingDown
+from .cuda_errors import poisoning_reason
+from .errors import DevicePoisoned, InferenceFailed, ServiceError, ShuttingDown
 from .metrics import Metrics
 from .scheduler import WorkItem
 from .settings import Settings
@@ -71,8 +78,10 @@ class Worker(threading.Thread):
         self.device = device
         self.settings = settings
         self.metrics = metrics
-        self.state = "starting"          # starting, loading, warming up, ready, stopped, failed
+        # starting, loading, warming up, ready, stopped, failed, poisoned
+        self.state = "starting"
         self.error: Optional[str] = None
+        self.poisoned: Optional[str] = None     # the sticky CUDA error, once met
         self.served: dict[str, ServedModel] = {}
         self.load = 0                    # items submitted and not finished (for dispatch)
         self._restorers: dict[str, Any] = {}
@@ -109,19 +118,46 @@ class Worker(threading.Thread):
     # -- thread body ------------------------------------------------------------------------
     def run(self) -> None:
         try:
-            self._load_models()
-            self._warm_up()
-            self.state = "ready"
-            log.info("worker on %s ready: %s", self.device, ", ".join(sorted(self.served)))
-            self._serve()
-            self.state = "stopped"
+            with self._on_device():
+                self._load_models()
+                self._warm_up()
+                self.state = "ready"
+                log.info("worker on %s ready: %s", self.device, ", ".join(sorted(self.served)))
+                self._serve()
+            if self.poisoned is None:
+                self.state = "stopped"
         except BaseException as exc:   # the thread must report, not vanish
             self.error = f"{type(exc).__name__}: {exc}"
             self.state = "failed"
             log.exception("worker on %s failed", self.device)
+            self._check_poisoned(exc)
         finally:
-            self._fail_all(ShuttingDown("the server stopped before this request finished; "
+            self._fail_all(self._poison_error() if self.poisoned is not None else
+                           ShuttingDown("the server stopped before this request finished; "
                                         "retry it"))
+
+    def _on_device(self):
+        """The thread's device context: on CUDA, ``set_device`` (per thread: TensorRT and
+        onnxruntime take the current device, so a worker on cuda:1 would otherwise
+        run them on GPU 0) and a stream of its own, so that workers of one process never
+        serialize on the default stream. Elsewhere nothing."""
+        import contextlib
+
+        import torch
+        if not self.device.startswith("cuda"):
+            return contextlib.nullcontext()
+        device = torch.device(self.device)
+        torch.cuda.set_device(device)
+        self._stream = torch.cuda.Stream(device)
+        return torch.cuda.stream(self._stream)
+
+    def _sync(self) -> None:
+        """Wait for the work queued on this worker's stream: results are complete before
+        they leave the thread, a batch's time is its GPU time, and an asynchronous CUDA
+        error surfaces in the batch that caused it."""
+        stream = getattr(self, "_stream", None)
+        if stream is not None:
+            stream.synchronize()
 
     def _load_models(self) -> None:
         import torch
@@ -136,12 +172,16 @@ class Worker(threading.Thread):
         for task, path in self.settings.models.items():
             restorer = model.load(path, device=self.device)
             backend_name, precision = "torch", None
-            if self.settings.backend != "torch" or self.settings.precision != "fp32":
-                # the tiles of every request then run on that backend, batched as usual
+            if (self.settings.backend != "torch" or self.settings.precision != "fp32"
+                    or restorer.device.type == "cuda"):
+                # the tiles of every request then run on that backend, batched as usual;
+                # on CUDA always, as that is where TF32 is set (export.backends.apply_tf32)
                 from export.backends import create_backend
                 backend = create_backend(self.settings.backend, restorer, model_dir=path,
                                          tile=self.settings.tile,
-                                         precision=self.settings.precision)
+                                         precision=self.settings.precision,
+                                         tf32=self.settings.tf32,
+                                         max_batch=self.settings.max_batch)
                 restorer = restorer.using(backend)
                 backend_name, precision = _backend_labels(backend)
                 if hasattr(backend, "on_fallback"):
@@ -203,6 +243,15 @@ class Worker(threading.Thread):
     def _serve(self) -> None:
         s = self.settings
         while True:
+            if self.poisoned is not None:
+                # the device cannot run anything: everything here gets the 503 now
+                self._fail_all(self._poison_error())
+                with self._cond:
+                    if self._stop_at is not None:
+                        return
+                    if not self._inbox:
+                        self._cond.wait()
+                continue
             with self._cond:
                 while self._inbox:
                     self._new.append(_Active(self._inbox.popleft()))
@@ -248,6 +297,7 @@ class Worker(threading.Thread):
         try:
             active.job = self._job(req.task, req.pixels, req.mask, req.seed)
             active.job.encode()
+            self._sync()
         except Exception as exc:
             self._fail(active, exc)
             return
@@ -275,6 +325,7 @@ class Worker(threading.Thread):
         start = time.monotonic()
         try:
             preds = self._run_batch_fn(self._restorers[task], [q.work for q in batch])
+            self._sync()
         except Exception as exc:
             log.exception("batch of %d work items (task %s) failed", len(batch), task)
             for owner in owners:
@@ -324,7 +375,9 @@ class Worker(threading.Thread):
 
     def _fail(self, active: _Active, error: BaseException) -> None:
         """Take ``active`` out of every structure (its tiles leave the queue) and fail it."""
-        if not isinstance(error, ServiceError) and not _is_input_error(error):
+        if not isinstance(error, ServiceError) and self._check_poisoned(error):
+            error = self._poison_error()
+        elif not isinstance(error, ServiceError) and not _is_input_error(error):
             log.error("request %s failed in the worker: %s", active.item.id, error,
                       exc_info=error)
             error = InferenceFailed(f"the worker could not finish this request "
@@ -337,6 +390,29 @@ class Worker(threading.Thread):
             self._stepping.remove(active)
         self._report_depth()        # before the caller hears of it: /metrics is current then
         active.item.fail(error)
+
+    def _check_poisoned(self, error: BaseException) -> bool:
+        """Mark the worker poisoned when ``error`` is a sticky CUDA error (once: the
+        log line and the metric say so). True when the worker is poisoned."""
+        if self.poisoned is not None:
+            return True
+        # only CUDA errors carry these texts, so no device check is needed here
+        reason = poisoning_reason(error)
+        if reason is None:
+            return False
+        self.poisoned = reason
+        self.error = f"sticky CUDA error on {self.device}: {reason}"
+        self.state = "poisoned"
+        self.metrics.device_poisoned.labels(self.device).set(1)
+        log.critical("device %s is unusable after a sticky CUDA error (%s); its worker "
+                     "serves nothing more and /readyz answers 503 until the process "
+                     "restarts", self.device, reason, exc_info=error)
+        return True
+
+    def _poison_error(self) -> DevicePoisoned:
+        return DevicePoisoned(f"the GPU {self.device} of this server failed ({self.poisoned}) "
+                              f"and cannot run requests until the server restarts; retry "
+                              f"on another instance")
 
     def _fail_all(self, error: ServiceError) -> None:
         with self._cond:
@@ -371,6 +447,8 @@ def _backend_labels(backend) -> tuple[str, str]:
         precision = "float32"
     elif precision.startswith("bf16"):
         precision = "bfloat16"
+    elif precision == "fp16":
+        precision = "float16"
     return backend.name, precision
 
 

@@ -396,6 +396,8 @@ class SwinUNet(nn.Module):
                         raise ValueError(f"norm_groups {norm_groups} does not divide a "
                                          f"{m.num_channels}-channel GroupNorm")
                     m.num_groups = int(norm_groups)
+        if use_fp16:
+            self.convert_to_fp16()
 
     @property
     def lq_scale(self) -> int:
@@ -450,7 +452,13 @@ class SwinUNet(nn.Module):
         return self.out(h.to(x.dtype))
 
     def convert_to_fp16(self) -> None:
-        """Cast conv / linear weights of the trunk to float16 (for ``use_fp16``)."""
+        """Cast conv / linear weights of the trunk to float16 (for ``use_fp16``): the
+        official semantics, where the time embedding and the output head stay float32,
+        the trunk's activations are cast to float16 on the way in (``self.dtype``) and
+        the output comes back in the input's dtype. GroupNorms compute in float32
+        (``GroupNorm32``). Idempotent. Loading a checkpoint with ``assign=True`` (a
+        meta-built network) puts float32 tensors back: call it again after loading
+        (``Restorer`` does)."""
         for part in (self.feature_extractor, self.input_blocks, self.middle_block, self.output_blocks):
             for m in part.modules():
                 if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):

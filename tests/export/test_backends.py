@@ -145,11 +145,13 @@ def test_engine_key_changes_with_everything_that_changes_an_engine():
 
 
 def test_profiles_follow_the_tile_options(demo_restorer, small_restorer):
-    assert profiles_for(demo_restorer, 64) == [PROFILE]
+    assert profiles_for(demo_restorer, 64, max_batch=4) == [PROFILE]
+    assert profiles_for(demo_restorer, 64)[0].batch == (1, 8, 8)   # the service's max_batch
     small = profiles_for(small_restorer, 64, max_batch=8, precision="fp32")
-    assert [(p.graph, p.batch, p.tile) for p in small] == [
-        ("unet_t64", (1, 8, 8), (64, 64)), ("vae_encoder", (1, 8, 8), (512, 512)),
-        ("vae_decoder", (1, 8, 8), (128, 128))]
+    assert [(p.graph, p.batch, p.spatial) for p in small] == [
+        ("unet_t64", (1, 8, 8), ((64, 64), (64, 64))),
+        ("vae_encoder", (1, 8, 8), ((256, 256), (512, 512))),
+        ("vae_decoder", (1, 8, 8), ((64, 64), (128, 128)))]
     with pytest.raises(BackendUnavailable, match="--tile 0"):
         profiles_for(demo_restorer, 0)
 

@@ -68,7 +68,7 @@ def test_precision_auto_follows_cpu_flags(monkeypatch, small_restorer, flags, ex
 def test_precision_explicit_and_unknown(monkeypatch):
     monkeypatch.setattr(backends, "cpu_flags", lambda: set())
     assert resolve_precision("bf16", torch.device("cpu"))[0] == "bf16"
-    assert resolve_precision("auto", torch.device("cuda"))[0] == "fp32"
+    assert resolve_precision("auto", torch.device("cuda"))[0] == "fp16"   # tensor cores
     with pytest.raises(backends.BackendUnavailable, match="precision"):
         resolve_precision("fp8", torch.device("cpu"))
 

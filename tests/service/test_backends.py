@@ -32,7 +32,7 @@ def test_onnxruntime_backend_serves_the_model_layer_pixels(model_dirs):
                      for i, p in enumerate(pixels)]
         # the tiles really ran in onnxruntime sessions, not in the torch modules
         backend = c.app.state.services.scheduler.workers[0]._restorers["sr"].backend
-        assert type(backend).__name__ == "OnnxRuntimeBackend"
+        assert type(backend.inner).__name__ == "OnnxRuntimeBackend"   # under TorchFallback
         assert any(key.startswith("unet") for key in backend._sessions)
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
     restorer = model.load(model_dirs["sr"])
