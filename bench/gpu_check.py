@@ -185,9 +185,9 @@ def stage_engines(ctx: Context) -> dict:
     target = None if torch.cuda.is_available() else "8.6"
     if target and not mod.__name__.startswith("tensorrt_rtx"):
         raise Skip(f"{mod.__name__} needs a GPU to build engines")
-    cpu = ctx.restorer if ctx.restorer.device.type == "cpu" else _cpu_copy(ctx)
     started = time.perf_counter()
-    paths = build_engines(cpu, ctx.model_dir, tile=64, max_batch=ctx.max_batch,
+    # the builder exports from a float32 CPU copy of the modules itself
+    paths = build_engines(ctx.restorer, ctx.model_dir, tile=64, max_batch=ctx.max_batch,
                           precision="fp16", compute_capability=target,
                           progress=ctx.log)
     took = time.perf_counter() - started
@@ -195,11 +195,6 @@ def stage_engines(ctx: Context) -> dict:
             "engines": [{"file": p.name, "mib": round(p.stat().st_size / 2**20, 1)}
                         for p in paths],
             "target_compute_capability": target or "the visible GPU"}
-
-
-def _cpu_copy(ctx: Context):
-    import model
-    return model.load(ctx.model_dir, device="cpu")
 
 
 def stage_fidelity(ctx: Context) -> dict:
