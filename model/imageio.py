@@ -12,6 +12,7 @@ import io
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Optional
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -30,7 +31,8 @@ class DecodedImage:
     source_format: str = ""
 
 
-def _open(data: bytes | str | Path) -> Image.Image:
+def _open(data: bytes | str | Path, max_pixels: int = DEFAULT_MAX_PIXELS,
+          what: str = "image") -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -42,8 +44,9 @@ def _open(data: bytes | str | Path) -> Image.Image:
     except InputImageError:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise ImageTooLargeError(f"the image declares too many pixels ({exc}); "
-                                 "send a smaller image") from exc
+        # Pillow's own bomb guard fired before our size check could: quote our limit
+        raise ImageTooLargeError(f"the {what} declares far more pixels than the limit of "
+                                 f"{max_pixels}; downscale or crop it") from exc
     except FileNotFoundError as exc:
         raise InputImageError(f"no such file: {data}") from exc
     except IsADirectoryError as exc:
@@ -94,13 +97,28 @@ def _to_rgb(im: Image.Image, notes: list[str]) -> np.ndarray:
 
 
 def decode_image(data: bytes | str | Path, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 min_side: int = MIN_SIDE, what: str = "image") -> DecodedImage:
-    """Decode bytes or a file into an HxWx3 uint8 RGB array, honouring EXIF rotation."""
-    im = _open(data)
+                 min_side: int = MIN_SIDE, what: str = "image",
+                 check: Optional[Callable[[int, int], None]] = None) -> DecodedImage:
+    """Decode bytes or a file into an HxWx3 uint8 RGB array, honouring EXIF rotation.
+
+    ``check(width, height)``: called with the size read from the header, before any
+    pixel is decoded (the service prices the request there); it may raise."""
+    im = _open(data, max_pixels, what)
     with im:
         _check_size(im.width, im.height, max_pixels, min_side, what)
         notes: list[str] = []
         fmt = (im.format or "").lower()
+        if check is not None:
+            # the stored size: EXIF rotation may swap the sides, which no price depends
+            # on (and reading EXIF can decode a PNG)
+            check(im.width, im.height)
+        frames = getattr(im, "n_frames", 1)
+        if frames > 1:
+            notes.append(f"first of {frames} frames used (animated or multi-page image)")
+        # Pillow reads 16-bit RGB as 8-bit RGB; only the raw mode says so
+        if im.mode == "RGB" and any(";16" in str(tile[3]) for tile in (im.tile or [])
+                                    if len(tile) > 3):
+            notes.append("16-bit RGB reduced to 8 bits per channel")
         try:
             im.load()
             orientation = im.getexif().get(0x0112, 1)

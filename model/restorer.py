@@ -26,6 +26,7 @@ from .config import ModelConfig, latent_factor, latent_multiple
 from .errors import ConfigError, InputImageError
 from .sampler import Denoiser, draw_noises, sample as run_sampler
 from .schedule import Schedule, schedule_from_config
+from .geometry import WorkShape
 from .tiling import TiledDenoiser, plan_tiles, tile_cores, tiled_map
 
 Progress = Callable[[str, int, int], None]   # (stage, done, total)
@@ -323,6 +324,14 @@ class Restorer:
                                   f"latent pixels, got {tile}")
         return TileOptions(latent_tile=side, latent_overlap=max(8, side // 4),
                            vae_tile=max(512, side * self.factor))
+
+    def work_shape(self, tile: Optional[int] = None) -> WorkShape:
+        """How ``restore(..., tile=tile)`` (and ``TiledJob``) cut an image into UNet calls."""
+        steps = 1 if self.config.sampler == "single_step" else self.schedule.num_steps
+        opts = self.tile_options(tile)
+        return WorkShape(self.input_multiple, self.scale / self.factor,
+                         opts.latent_tile if opts else 0, opts.latent_overlap if opts else 0,
+                         steps, self.scale)
 
     def prepare(self, image: np.ndarray, mask: Optional[np.ndarray] = None) -> "Prepared":
         """Check and convert a request's pixels: the LQ in [-1, 1], the mask (1 = fill),

@@ -24,38 +24,61 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .restorer import Restorer, TileOptions, to_device, to_uint8
-from .sampler import draw_noises, posterior_step, prior_sample
+from .sampler import draw_noises
 from .tiling import TilePlan, plan_tiles, ramp_weights
 
 Shape = tuple[int, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class TileWork:
     """The denoiser inputs of one latent tile at one reverse step.
 
     x: 1xCxhxw, x_t divided by the schedule's input scale (what the network takes).
     t: 0-based timestep index. lq / mask: the matching conditioning crops (1x3xHxW in
     [-1, 1], 1x1xHxW in [-1, 1]) or None. Tiles with equal ``key`` stack into one batch.
+
+    A job's tiles are cut lazily (``source``, with their ``shapes`` known up front): a
+    queued tile holds no tensor until its batch runs, so a step of thousands of tiles
+    costs no memory beyond the canvas.
     """
 
-    x: torch.Tensor
+    x: Optional[torch.Tensor]
     t: int
     lq: Optional[torch.Tensor]
     mask: Optional[torch.Tensor]
+    source: Optional[Callable[[], tuple]] = None
+    shapes: Optional[tuple] = None
+
+    def tensors(self) -> tuple:
+        """(x, lq, mask), cut now when the tile is lazy (and not kept: a tile that ran
+        holds no memory)."""
+        if self.source is not None:
+            return self.source()
+        return self.x, self.lq, self.mask
 
     @property
     def key(self) -> tuple[Shape, Optional[Shape], Optional[Shape]]:
         """Plain-int shapes: what must agree for tiles to share a batch."""
+        if self.shapes is not None:
+            return self.shapes
+
         def shape(z):
             return None if z is None else tuple(int(s) for s in z.shape)
         return shape(self.x), shape(self.lq), shape(self.mask)
+
+    @property
+    def pixels(self) -> int:
+        """Canvas pixels this tile puts through the network (the unit of work)."""
+        x_shape = self.key[0]
+        return int(x_shape[-2] * x_shape[-1])
 
 
 @torch.no_grad()
@@ -70,13 +93,67 @@ def run_tiles(restorer: Restorer, work: Sequence[TileWork]) -> list[torch.Tensor
     keys = {w.key for w in work}
     if len(keys) != 1:
         raise ValueError(f"tiles of different shapes cannot share a batch: {sorted(keys, key=str)}")
-    first = work[0]
-    x = torch.cat([w.x for w in work])
+    parts = [w.tensors() for w in work]
+    x = torch.cat([p[0] for p in parts])
     t = torch.tensor([w.t for w in work], dtype=torch.long, device=x.device)
-    lq = torch.cat([w.lq for w in work]) if first.lq is not None else None
-    mask = torch.cat([w.mask for w in work]) if first.mask is not None else None
+    lq = torch.cat([p[1] for p in parts]) if parts[0][1] is not None else None
+    mask = torch.cat([p[2] for p in parts]) if parts[0][2] is not None else None
+    del parts
     pred = restorer.denoiser()(x, t, lq, mask).float()
     return list(pred.split(1))
+
+
+class _LazyCondition:
+    """The UNet's LQ conditioning, cut per tile.
+
+    The padded LQ itself where it already has the size the UNet takes (official latent
+    models); else (pixel-space SR) its bicubic upsampling to the canvas, computed for
+    each tile over a window of the LQ a few pixels wider than the tile needs. For a
+    power-of-two factor that gives exactly the values of upsampling the whole image
+    (the same source pixels, weights and clamping at the image border), without ever
+    holding a full-size copy. Other factors upsample the whole image once.
+    """
+
+    def __init__(self, restorer: Restorer, lq: torch.Tensor, latent_shape: Sequence[int]):
+        unet = restorer.config.unet
+        self.ratio = max(1, int(unet.get("lq_size", 64)) // int(unet.get("image_size", 64)))
+        size = (int(latent_shape[-2]) * self.ratio, int(latent_shape[-1]) * self.ratio)
+        self.channels = int(lq.shape[1])
+        self.lq, self.full, self.factor = lq, None, 0
+        h, w = lq.shape[-2:]
+        f = size[0] // h
+        if tuple(lq.shape[-2:]) == size:
+            self.full = lq
+        elif size == (f * h, f * w) and f & (f - 1) == 0:
+            self.factor = f
+        else:
+            self.full = restorer._conditioning(lq, torch.empty(latent_shape, device="meta"))
+
+    def crop(self, top: int, left: int, th: int, tw: int) -> torch.Tensor:
+        k = self.ratio
+        r0, r1, c0, c1 = top * k, (top + th) * k, left * k, (left + tw) * k
+        if self.full is not None:
+            return self.full[..., r0:r1, c0:c1]
+        f, (h, w) = self.factor, self.lq.shape[-2:]
+        # bicubic taps reach 2 source pixels each way: 3 more keep the window's own
+        # border clamping away from every output pixel we keep
+        a, b = max(0, r0 // f - 3), min(h, (r1 - 1) // f + 4)
+        cl, cr = max(0, c0 // f - 3), min(w, (c1 - 1) // f + 4)
+        up = F.interpolate(self.lq[..., a:b, cl:cr], size=((b - a) * f, (cr - cl) * f),
+                           mode="bicubic")
+        return up[..., r0 - a * f:r1 - a * f, c0 - cl * f:c1 - cl * f]
+
+
+def to_uint8_banded(x: torch.Tensor, rows: int = 256) -> np.ndarray:
+    """``to_uint8`` a band of rows at a time on the CPU: the same pixels without the
+    full-size float temporaries of converting a large image at once."""
+    _, _, h, w = x.shape
+    if x.device.type != "cpu" or h * w <= rows * rows * 16:
+        return to_uint8(x)
+    out = np.empty((h, w, 3), np.uint8)
+    for r in range(0, h, rows):
+        out[r:r + rows] = to_uint8(x[..., r:r + rows, :])
+    return out
 
 
 class TiledJob:
@@ -99,10 +176,19 @@ class TiledJob:
         self._padded, self._mask_in = prepared.padded, prepared.padded_mask
         self._generator = torch.Generator().manual_seed(self.seed)
         self._x: Optional[torch.Tensor] = None
-        self._noises: list[torch.Tensor] = []
-        self._cond_lq: Optional[torch.Tensor] = None
+        self._encoded = False
+        self._shape: tuple[int, ...] = ()
+        self._cond_lq: Optional[_LazyCondition] = None
         self._plan: Optional[TilePlan] = None
         self._step = 0                     # reverse steps taken so far
+        # this step's blend: accumulator, ramp, weight sum; predictions that came early
+        self._acc: Optional[torch.Tensor] = None
+        self._ramp: Optional[torch.Tensor] = None
+        self._wsum: Optional[torch.Tensor] = None
+        self._wsum_partial: Optional[torch.Tensor] = None
+        self._early: dict[int, torch.Tensor] = {}
+        self._next = 0
+        self._pending = 0
 
     # -- geometry ----------------------------------------------------------------------
     @property
@@ -128,7 +214,7 @@ class TiledJob:
 
     @property
     def encoded(self) -> bool:
-        return self._x is not None
+        return self._encoded
 
     @property
     def done(self) -> bool:
@@ -137,24 +223,47 @@ class TiledJob:
     def _timestep(self) -> int:
         return self.restorer.schedule.num_steps - 1 - self._step
 
+    @property
+    def steps_done(self) -> int:
+        return self._step
+
     # -- the chain -----------------------------------------------------------------------
+    # Memory: a job holds the canvas x_t, one float32 accumulator (plus its 1-channel
+    # weight sum) and the padded LQ; noises are drawn when a step needs them, tiles are
+    # cut when their batch runs, predictions are blended as they arrive, and the step
+    # and the final conversion work in place or in row bands. That keeps a max-size
+    # pixel-space request near three canvases. Every operation is the one
+    # ``Restorer.restore`` does, in the same order, so the pixels are the same.
     @torch.no_grad()
     def encode(self) -> None:
-        """Encode the LQ image, draw the request's noises and the prior sample x_T."""
+        """Encode the LQ image, draw the prior noise and the prior sample x_T."""
         if self.encoded:
             return
         r = self.restorer
         z_y = r.encode_lq(self._padded, self.tiles)
-        # drawn on the CPU (same seed, same image on every device), moved pinned
-        self._noises = [to_device(n, r.device) for n in draw_noises(
-            z_y.shape, r.schedule.num_steps + 1, self._generator)]
+        self._shape = tuple(z_y.shape)
         if r.config.unet.get("cond_lq", True):
-            self._cond_lq = r._conditioning(self._padded, z_y)
-        self._x = prior_sample(z_y, r.schedule, self._noises[0])
+            self._cond_lq = _LazyCondition(r, self._padded, z_y.shape)
+        noise = self._draw_noise()
+        # x_T = y + std * noise, computed in the noise's buffer (same rounding)
+        self._x = noise.mul_(r.schedule.prior_std()).add_(z_y)
+        self._encoded = True
+
+    def _draw_noise(self, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The request's next noise tensor (CPU float32 from its generator, so every
+        device gives the same image), drawn into ``out`` when given."""
+        device = self.restorer.device
+        if out is not None and out.device.type == "cpu" and out.dtype == torch.float32:
+            return torch.randn(self._shape, generator=self._generator, out=out)
+        noise = draw_noises(self._shape, 1, self._generator)[0]
+        if out is not None:
+            return out.copy_(noise)
+        return to_device(noise, device)
 
     @torch.no_grad()
     def pending_tiles(self) -> list[TileWork]:
-        """This step's tiles, in plan order (empty once done)."""
+        """This step's tiles, in plan order (empty once done); each is cut from the
+        canvas only when its batch runs."""
         if not self.encoded:
             raise RuntimeError("call encode() before stepping")
         if self.done:
@@ -162,51 +271,105 @@ class TiledJob:
         r, t = self.restorer, self._timestep()
         normalize = bool(r.config.diffusion.get("normalize_input", True))
         scale = r.schedule.input_scale(t, r.latent) if normalize else 1.0
-        x = self._x / scale
         plan = self.plan
         th, tw = plan.tile_h, plan.tile_w
+        c = self._shape[1]
+        cond, mask = self._cond_lq, self._mask_in
 
-        def crop(z: Optional[torch.Tensor], top: int, left: int) -> Optional[torch.Tensor]:
-            if z is None:
-                return None
-            k = z.shape[-1] // plan.width       # conditioning is k times the latent size
-            return z[..., top * k:(top + th) * k, left * k:(left + tw) * k]
-        return [TileWork(crop(x, top, left), t, crop(self._cond_lq, top, left),
-                         crop(self._mask_in, top, left)) for top, left in plan.boxes]
+        def shapes():
+            k_c = cond.ratio if cond is not None else 1
+            k_m = mask.shape[-1] // plan.width if mask is not None else 1
+            return ((1, c, th, tw),
+                    (1, cond.channels, th * k_c, tw * k_c) if cond is not None else None,
+                    (1, mask.shape[1], th * k_m, tw * k_m) if mask is not None else None)
+        key = shapes()
+
+        def cut(top: int, left: int):
+            x = self._x[..., top:top + th, left:left + tw] / scale
+            lq = cond.crop(top, left, th, tw) if cond is not None else None
+            m = None
+            if mask is not None:
+                k = mask.shape[-1] // plan.width
+                m = mask[..., top * k:(top + th) * k, left * k:(left + tw) * k]
+            return x, lq, m
+        self._pending = len(plan.boxes)
+        return [TileWork(None, t, None, None, source=lambda tl=top, lf=left: cut(tl, lf),
+                         shapes=key) for top, left in plan.boxes]
+
+    # -- predictions in, one step out ----------------------------------------------------
+    @torch.no_grad()
+    def accept(self, index: int, prediction: torch.Tensor) -> bool:
+        """Take the x0 prediction of pending tile ``index``; True once the step has all
+        of them. They are blended as they come, in plan order (a tile that arrives
+        early waits for those before it), so the sums are the ones a whole step makes."""
+        self._early[index] = prediction
+        while self._next in self._early:
+            self._blend_one(self._next, self._early.pop(self._next))
+            self._next += 1
+        return self._next == len(self.plan.boxes)
+
+    def _blend_one(self, index: int, pred: torch.Tensor) -> None:
+        plan, x = self.plan, self._x
+        if self._acc is None:
+            self._acc = torch.zeros(x.shape, device=x.device, dtype=torch.float32)
+        pred = pred.to(x.device).float()
+        if plan.single:
+            self._acc.copy_(pred)
+            return
+        th, tw = plan.tile_h, plan.tile_w
+        top, left = plan.boxes[index]
+        weights = self._weights()
+        self._acc[0, :, top:top + th, left:left + tw] += pred[0] * weights
+        if self._wsum_partial is not None:
+            self._wsum_partial[0, 0, top:top + th, left:left + tw] += weights
+
+    def _weights(self) -> torch.Tensor:
+        if self._ramp is None:
+            plan = self.plan
+            self._ramp = ramp_weights(plan.tile_h, plan.tile_w,
+                                      max(1, self.tiles.latent_overlap), self._x.device,
+                                      torch.float32)
+            # the weight sum is the same every step: accumulated once, in plan order
+            self._wsum_partial = torch.zeros((1, 1, plan.height, plan.width),
+                                             device=self._x.device, dtype=torch.float32)
+        return self._ramp
 
     @torch.no_grad()
-    def complete_step(self, predictions: Sequence[torch.Tensor]) -> None:
-        """Blend this step's x0 predictions (one per pending tile, in order) into the
-        canvas and take the reverse step (posterior, or x0 itself for single-step)."""
+    def complete_step(self, predictions: Optional[Sequence[torch.Tensor]] = None) -> None:
+        """Take the reverse step once every tile's x0 prediction is in (``accept``, or
+        all of them here, in plan order): posterior, or x0 itself for single-step."""
         plan = self.plan
-        if len(predictions) != len(plan.boxes):
-            raise ValueError(f"expected {len(plan.boxes)} tile predictions, got {len(predictions)}")
+        if predictions is not None:
+            if len(predictions) != len(plan.boxes):
+                raise ValueError(f"expected {len(plan.boxes)} tile predictions, got "
+                                 f"{len(predictions)}")
+            for i, pred in enumerate(predictions):
+                self.accept(i, pred)
+        if self._next != len(plan.boxes):
+            raise RuntimeError(f"{len(plan.boxes) - self._next} tile predictions of this "
+                               "step are missing")
         r, t = self.restorer, self._timestep()
-        x0 = self._blend(predictions)
+        x0 = self._acc
+        if not plan.single:
+            if self._wsum is None:
+                self._wsum, self._wsum_partial = self._wsum_partial, None
+            x0.div_(self._wsum)
         if not r.latent:          # the sampler's default clip_denoised
-            x0 = x0.clamp(-1.0, 1.0)
+            x0.clamp_(-1.0, 1.0)
         if r.config.sampler == "single_step":
-            self._x = x0
+            self._x, self._acc = x0, None
         else:
-            i = self._step + 1
-            noise = self._noises[i] if i < len(self._noises) else None
-            self._x = posterior_step(self._x, x0, r.schedule, t, noise)
+            # posterior_step, in place: c1 x_t + c2 x0 (+ sqrt(var) noise when t > 0)
+            x0.mul_(float(r.schedule.posterior_mean_coef2[t]))
+            self._x.mul_(float(r.schedule.posterior_mean_coef1[t])).add_(x0)
+            if t > 0:
+                noise = self._draw_noise(out=x0)
+                self._x.add_(noise.mul_(float(r.schedule.posterior_variance[t]) ** 0.5))
+            x0.zero_()
+        self._next, self._early = 0, {}
         self._step += 1
-
-    def _blend(self, predictions: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Ramp-weighted average of overlapping tiles, in the order TiledDenoiser uses,
-        so that equal predictions give bit-equal canvases."""
-        plan, x = self.plan, self._x
-        if plan.single:
-            return predictions[0].to(x.device).float().to(x.dtype)
-        th, tw = plan.tile_h, plan.tile_w
-        weights = ramp_weights(th, tw, max(1, self.tiles.latent_overlap), x.device, torch.float32)
-        out = torch.zeros(x.shape, device=x.device, dtype=torch.float32)
-        wsum = torch.zeros((1, 1, plan.height, plan.width), device=x.device, dtype=torch.float32)
-        for pred, (top, left) in zip(predictions, plan.boxes):
-            out[0, :, top:top + th, left:left + tw] += pred[0].to(x.device).float() * weights
-            wsum[0, 0, top:top + th, left:left + tw] += weights
-        return (out / wsum).to(x.dtype)
+        if self.done:
+            self._acc = self._wsum = self._wsum_partial = self._ramp = None
 
     @torch.no_grad()
     def finish(self) -> np.ndarray:
@@ -215,10 +378,11 @@ class TiledJob:
             raise RuntimeError(f"the job has taken {self._step} of {self.total_steps} steps")
         r = self.restorer
         out = r.decode(self._x, self.tiles)[..., :self.height * r.scale, :self.width * r.scale]
+        self._x = None
         if self._mask is not None:
             # Known pixels are pasted back; only the masked area comes from the model.
             out = self._mask * out.clamp(-1, 1) + (1 - self._mask) * self._lq
-        return to_uint8(out)
+        return to_uint8_banded(out)
 
     def run(self) -> np.ndarray:
         """Drive this job alone to the end (what a batch of one does)."""

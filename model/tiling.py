@@ -13,59 +13,15 @@ noise stays the whole canvas's, so a tiled run equals an untiled one up to blend
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 
+from .geometry import TilePlan, axis_cores, axis_starts, plan_tiles, tile_cores
 from .sampler import Denoiser
 
-
-def axis_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
-    """Start offsets of tiles of size ``tile`` covering [0, length) with >= ``overlap``.
-
-    The first tile starts at 0 and the last ends at ``length``; the rest are spread
-    evenly and rounded down to multiples of ``align``. A length that fits in one tile
-    gives [0]. Raises if the tile cannot advance (overlap >= tile).
-    """
-    if tile <= 0:
-        raise ValueError(f"tile must be positive, got {tile}")
-    if length <= tile:
-        return [0]
-    if not 0 <= overlap < tile:
-        raise ValueError(f"overlap must be in [0, tile), got {overlap} for tile {tile}")
-    stride = tile - overlap
-    count = math.ceil((length - tile) / stride) + 1
-    span = length - tile
-    starts = [(round(i * span / (count - 1)) // align) * align for i in range(count)]
-    starts[-1] = span
-    if span % align:
-        raise ValueError(f"length {length} - tile {tile} is not a multiple of align {align}")
-    return sorted(set(starts))
-
-
-@dataclass(frozen=True)
-class TilePlan:
-    """Where the tiles of an HxW canvas sit: ``boxes`` holds (top, left) offsets."""
-
-    height: int
-    width: int
-    tile_h: int
-    tile_w: int
-    boxes: tuple[tuple[int, int], ...]
-
-    @property
-    def single(self) -> bool:
-        return len(self.boxes) == 1 and self.tile_h == self.height and self.tile_w == self.width
-
-
-def plan_tiles(height: int, width: int, tile: int, overlap: int, align: int = 1) -> TilePlan:
-    """Tile plan for an HxW canvas with square ``tile`` (clipped to the canvas)."""
-    th, tw = min(tile, height), min(tile, width)
-    tops = axis_starts(height, th, overlap, align)
-    lefts = axis_starts(width, tw, overlap, align)
-    return TilePlan(height, width, th, tw, tuple((t, l) for t in tops for l in lefts))
+__all__ = ["TilePlan", "axis_cores", "axis_starts", "plan_tiles", "tile_cores",
+           "ramp_weights", "tiled_map", "TiledDenoiser"]
 
 
 def ramp_weights(tile_h: int, tile_w: int, ramp: int, device=None,
@@ -172,19 +128,3 @@ class TiledDenoiser:
                 if bi == 0:
                     wsum[0, 0, top:top + th, left:left + tw] += weights
         return (out / wsum).to(x.dtype)
-
-
-def axis_cores(starts: Sequence[int], tile: int, length: int) -> list[tuple[float, float]]:
-    """For each tile on one axis, the fraction [lo, hi) of it that it "owns": the
-    overlaps are split at their middle, so the owned parts partition [0, length)."""
-    cuts = [0.0] + [(b + a + tile) / 2.0 for a, b in zip(starts, starts[1:])] + [float(length)]
-    return [((cuts[i] - s) / tile, (cuts[i + 1] - s) / tile) for i, s in enumerate(starts)]
-
-
-def tile_cores(plan: TilePlan) -> list[tuple[float, float, float, float]]:
-    """(top, bottom, left, right) owned fractions of every box of ``plan``, in order."""
-    tops = sorted({t for t, _ in plan.boxes})
-    lefts = sorted({l for _, l in plan.boxes})
-    rows = dict(zip(tops, axis_cores(tops, plan.tile_h, plan.height)))
-    cols = dict(zip(lefts, axis_cores(lefts, plan.tile_w, plan.width)))
-    return [(*rows[t], *cols[l]) for t, l in plan.boxes]

@@ -21,11 +21,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from model.errors import ModelError
 
 from .deps import Services
-from .errors import ServiceError, error_response
+from .errors import ServiceError, error_response, status_and_code
 from .jobs import JobStore
 from .metrics import Metrics
 from .middleware import BodyLimitMiddleware, RequestIdMiddleware
 from .routers import jobs, ops, restore, ui
+from .routers.common import count_refused
 from .scheduler import Scheduler
 from .settings import Settings
 
@@ -72,6 +73,8 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
     app.state.services = svc
 
     async def handle(request, exc):
+        if not getattr(request.state, "counted", False):
+            count_refused(svc, request.url.path, request.method, status_and_code(exc)[0])
         return error_response(exc)
 
     for exc_type in (ServiceError, ModelError, RequestValidationError, StarletteHTTPException):
@@ -84,6 +87,7 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
     app.include_router(ops.router)
     # Starlette puts the last added middleware outermost: ids wrap the body limit, so
     # a 413 from the limit carries X-Request-Id too.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
+                       on_refuse=lambda path, method: count_refused(svc, path, method, 413))
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from dataclasses import dataclass
+from typing import Optional
 
 from fastapi import Depends, Request
 
@@ -47,6 +49,15 @@ def check_key(request: Request, svc: Services) -> None:
 
 def require_key(request: Request, svc: Services = Depends(services)) -> None:
     check_key(request, svc)
+
+
+def caller(request: Request, svc: Services = Depends(services)) -> Optional[str]:
+    """Who is asking, for what belongs to a caller (jobs): a digest of the API key when
+    keys are configured (checked by ``require_key``), else None (an open service)."""
+    if not svc.settings.key_values():
+        return None
+    _, _, token = request.headers.get("authorization", "").partition(" ")
+    return hashlib.sha256(token.strip().encode()).hexdigest()
 
 
 def require_metrics_key(request: Request, svc: Services = Depends(services)) -> None:

@@ -43,6 +43,10 @@ class BodyTooLarge(ServiceError):
     """The request body is over RESSHIFT_MAX_BODY_BYTES."""
 
 
+class TooMuchWork(ServiceError):
+    """The request's estimated device time is over its deadline (priced from the header)."""
+
+
 class InvalidField(ServiceError):
     """A field is missing or has a value outside its range."""
 
@@ -133,6 +137,7 @@ _STATUS: dict[type, tuple[int, str]] = {
     UnsupportedMediaType: (415, "unsupported_media_type"),
     BodyTooLarge: (413, "body_too_large"),
     ImageTooLargeError: (413, "image_too_large"),
+    TooMuchWork: (413, "too_much_work"),
     InputImageError: (422, "invalid_image"),
     InvalidField: (422, "invalid_field"),
     UnknownTask: (422, "unknown_task"),
@@ -156,11 +161,16 @@ _STATUS: dict[type, tuple[int, str]] = {
 }
 
 
+# Starlette's own refusals (routing, form parsing) in the API's codes (docs/service.md)
+_HTTP_CODES = {400: "malformed_request", 404: "not_found", 405: "method_not_allowed",
+               413: "body_too_large", 415: "unsupported_media_type"}
+
+
 def status_and_code(exc: BaseException) -> tuple[int, str]:
     """(HTTP status, error code) for any exception; unknown ones are 500."""
     if isinstance(exc, StarletteHTTPException):
-        return exc.status_code, {404: "not_found", 405: "method_not_allowed"}.get(
-            exc.status_code, "http_error")
+        return exc.status_code, _HTTP_CODES.get(
+            exc.status_code, "internal_error" if exc.status_code >= 500 else "invalid_request")
     if isinstance(exc, RemoteError):
         return exc.status, exc.code_override or "inference_failed"
     for cls in type(exc).__mro__:
@@ -179,10 +189,15 @@ def _message(exc: BaseException, status: int) -> str:
             parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else err.get("msg", ""))
         return "; ".join(parts) or "the request does not match the API schema"
     if isinstance(exc, StarletteHTTPException):
-        return str(exc.detail)
+        return clip(str(exc.detail))
     if status == 500 and not isinstance(exc, (ServiceError, ModelError)):
         return "internal error; the request id in X-Request-Id identifies it in the logs"
-    return str(exc) or type(exc).__name__
+    return clip(str(exc) or type(exc).__name__, 1000)
+
+
+def clip(text: str, limit: int = 64) -> str:
+    """At most ``limit`` characters of ``text`` (what a client sent, quoted back)."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def error_response(exc: BaseException, headers: Optional[dict[str, str]] = None) -> JSONResponse:
@@ -191,6 +206,8 @@ def error_response(exc: BaseException, headers: Optional[dict[str, str]] = None)
     if status >= 500 and status not in (503, 504):
         log.error("request failed: %s", exc, exc_info=exc)
     out = dict(headers or {})
+    if isinstance(exc, StarletteHTTPException) and exc.headers:
+        out.update(exc.headers)          # e.g. Allow on 405
     if isinstance(exc, QueueFull):
         out["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
     if isinstance(exc, NotReady) or (isinstance(exc, RemoteError) and status in (429, 503)):

@@ -36,6 +36,7 @@ async def encoded(result: "np.ndarray | bytes", output_format: str) -> bytes:
 @dataclass
 class Job:
     item: WorkItem
+    owner: Optional[str] = None      # the creator's key digest (deps.caller); None: open
     created: float = field(default_factory=time.monotonic)
     result: Optional[bytes] = None
     error: Optional[ErrorDetail] = None
@@ -71,9 +72,9 @@ class JobStore:
     def __len__(self) -> int:
         return len(self._jobs)
 
-    def add(self, item: WorkItem) -> Job:
+    def add(self, item: WorkItem, owner: Optional[str] = None) -> Job:
         self.purge()
-        job = Job(item)
+        job = Job(item, owner)
         self._jobs[job.id] = job
         task = asyncio.get_running_loop().create_task(self._complete(job))
         self._tasks.add(task)
@@ -84,6 +85,8 @@ class JobStore:
         try:
             result = await asyncio.wrap_future(job.item.future)
             job.result = await encoded(result, job.item.request.output_format)
+            del result
+            job.item.release_result()       # the encoded bytes are what is kept
         except Exception as exc:
             status, code = status_and_code(exc)
             message = str(exc) if isinstance(exc, ServiceError) or status < 500 else \
@@ -94,16 +97,18 @@ class JobStore:
         finally:
             job.finished_at = time.monotonic()
 
-    def get(self, job_id: str) -> Job:
+    def get(self, job_id: str, owner: Optional[str] = None) -> Job:
+        """The job, if ``owner`` created it: another caller's job is as unknown as an
+        id that never existed (same 404), so ids cannot be probed."""
         self.purge()
         job = self._jobs.get(job_id)
-        if job is None:
+        if job is None or job.owner != owner:
             raise JobNotFound(f"no job {job_id[:64]!r} (unknown, or expired after "
                               f"{self.ttl_s:.0f} s)")
         return job
 
-    def result(self, job_id: str) -> tuple[Job, bytes]:
-        job = self.get(job_id)
+    def result(self, job_id: str, owner: Optional[str] = None) -> tuple[Job, bytes]:
+        job = self.get(job_id, owner)
         status = job.status
         if not status.finished:
             raise JobNotFinished(f"job {job.id} is {status.value}; poll GET /v1/jobs/{job.id} "
@@ -113,9 +118,9 @@ class JobStore:
             raise JobNotSucceeded(f"job {job.id} {status.value}{why}; it has no result")
         return job, job.result
 
-    def cancel(self, job_id: str) -> Job:
+    def cancel(self, job_id: str, owner: Optional[str] = None) -> Job:
         """Cancel a queued/running job; a finished one is removed (with its result)."""
-        job = self.get(job_id)
+        job = self.get(job_id, owner)
         if job.status.finished:
             del self._jobs[job.id]
         else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from typing import Callable, Optional
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -65,9 +66,11 @@ class BodyLimitMiddleware:
     ``receive`` is the server's again, so handlers still see ``http.disconnect``.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    def __init__(self, app: ASGIApp, max_bytes: int,
+                 on_refuse: Optional[Callable[[str, str], None]] = None):
         self.app = app
         self.max_bytes = max_bytes
+        self.on_refuse = on_refuse       # (path, method): counts the refusal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
@@ -103,6 +106,8 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.on_refuse is not None:
+            self.on_refuse(scope.get("path", ""), scope.get("method", ""))
         response = error_response(BodyTooLarge(
             f"the request body is over the limit of {self.max_bytes} bytes "
             "(RESSHIFT_MAX_BODY_BYTES); send a smaller image", code="body_too_large"),

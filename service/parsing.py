@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
-from .errors import InvalidField, MalformedRequest, UnsupportedMediaType
+from .errors import InvalidField, MalformedRequest, UnsupportedMediaType, clip
 from .schemas import RestoreForm, RestoreJSON
 from .validation import RawRestore, b64decode, parse_seed
 
@@ -39,18 +40,30 @@ async def read_restore(request: Request) -> RawRestore:
         return _from_json(await request.body())
     raise UnsupportedMediaType(f"send multipart/form-data (fields image, task, mask, seed, "
                                f"output_format) or application/json with base64 images, "
-                               f"not {ctype or 'a body without Content-Type'}")
+                               f"not {clip(ctype, 64) or 'a body without Content-Type'}")
 
 
 async def _from_form(request: Request) -> RawRestore:
     try:
         form = await request.form(max_files=4, max_fields=16)
     except MultiPartException as exc:
-        raise MalformedRequest(f"the multipart body cannot be parsed: {exc.message}") from exc
+        raise MalformedRequest(f"the multipart body cannot be parsed: {clip(exc.message)}; "
+                               "send multipart/form-data with a boundary and at most the "
+                               "fields image, task, mask, seed, output_format") from exc
+    except StarletteHTTPException as exc:    # Starlette's own refusal of the body
+        raise MalformedRequest(f"the multipart body cannot be parsed: {clip(str(exc.detail))}; "
+                               "send multipart/form-data with a boundary and at most the "
+                               "fields image, task, mask, seed, output_format") from exc
     unknown = set(form.keys()) - FORM_FIELDS
     if unknown:
-        raise InvalidField(f"unknown form field(s) {sorted(unknown)[:5]}; the fields are "
-                           f"{', '.join(sorted(FORM_FIELDS))}")
+        await form.close()
+        raise InvalidField(f"unknown form field(s) {[clip(k, 32) for k in sorted(unknown)[:3]]}; "
+                           f"the fields are {', '.join(sorted(FORM_FIELDS))}")
+    repeated = sorted({k for k in form.keys() if len(form.getlist(k)) > 1})
+    if repeated:
+        await form.close()
+        raise InvalidField(f"the form has more than one {repeated[0]!r} field; send each "
+                           "field once (one image per request: use one request per image)")
 
     async def file_bytes(name: str, required: bool) -> bytes | None:
         value = form.get(name)
@@ -65,13 +78,13 @@ async def _from_form(request: Request) -> RawRestore:
             raise InvalidField(f"'{name}' must be a file part (filename=...), not a text field")
         return None
 
-    def text(name: str) -> str | None:
+    def text(name: str, strip: bool = True) -> str | None:
         value = form.get(name)
         if value is None:
             return None
         if not isinstance(value, str):
             raise InvalidField(f"'{name}' must be a text field, not a file")
-        return value.strip()
+        return value.strip() if strip else value
 
     try:
         image = await file_bytes("image", required=True)
@@ -79,7 +92,8 @@ async def _from_form(request: Request) -> RawRestore:
     finally:
         await form.close()
     return RawRestore(image=image or b"", task=text("task") or None, mask=mask,
-                      seed=parse_seed(text("seed")), output_format=text("output_format") or "png")
+                      seed=parse_seed(text("seed", strip=False)),
+                      output_format=text("output_format") or "png")
 
 
 def _from_json(body: bytes) -> RawRestore:
@@ -92,7 +106,7 @@ def _from_json(body: bytes) -> RawRestore:
             raise MalformedRequest(f"the body is not a JSON object: {errors[0]['msg']}",
                                    code="malformed_json") from exc
         first = errors[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+        where = clip(".".join(str(p) for p in first.get("loc", ())) or "body", 32)
         raise InvalidField(f"{where}: {first['msg']}") from exc
     return RawRestore(image=b64decode(data.image, "image"), task=data.task or None,
                       mask=b64decode(data.mask, "mask") if data.mask is not None else None,

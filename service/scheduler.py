@@ -61,6 +61,14 @@ class WorkItem:
                                     "retry later or send a smaller image")
         return None
 
+    def release_result(self) -> None:
+        """Forget the result pixels once their encoded bytes are kept elsewhere (a job's
+        result lives as bytes for its TTL; the pixel array need not stay as well)."""
+        if self.future.done() and self.future.exception() is None:
+            done: concurrent.futures.Future = concurrent.futures.Future()
+            done.set_result(None)
+            self.future = done
+
     def cancel(self, error: ServiceError) -> None:
         if self._abandon is None:
             self._abandon = error

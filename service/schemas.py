@@ -21,7 +21,8 @@ class RestoreJSON(BaseModel):
                                 "face...); may be omitted when only one task is served")
     mask: Optional[str] = Field(default=None, description="inpainting mask, base64; white = "
                                 "area to fill; same size as the image")
-    seed: Optional[int] = Field(default=None, ge=0, le=MAX_SEED,
+    # strict: a JSON integer only (not true, "7", 7.0 or " 7")
+    seed: Optional[int] = Field(default=None, ge=0, le=MAX_SEED, strict=True,
                                 description="noise seed; random when omitted (see X-Seed)")
     output_format: OutputFormat = "png"
 

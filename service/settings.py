@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     max_batch: int = Field(default=8, ge=1, description="latent tiles per UNet call")
     max_wait_ms: float = Field(default=10.0, ge=0, description="longest a tile idles for "
                                "a fuller batch")
+    batch_fill: float = Field(default=2.0, ge=1.0, description="a batch takes tiles of "
+                              "lower-ranked requests while its measured time stays within "
+                              "this many times that of the best-ranked request's tiles alone")
     queue_size: int = Field(default=64, ge=1, description="admitted, unfinished requests "
                             "(sync and async) before 429")
     request_timeout_s: float = Field(default=300.0, gt=0, description="deadline of a "

@@ -18,10 +18,11 @@ from typing import Mapping, Optional
 
 import numpy as np
 
+from model.geometry import WorkShape
 from model.imageio import decode_image, decode_mask
 
 from .errors import (FaceInputSize, InvalidField, MalformedRequest, MaskNotSupported,
-                     MaskRequired, MaskSizeMismatch, UnknownTask)
+                     MaskRequired, MaskSizeMismatch, TooMuchWork, UnknownTask, clip)
 from .schemas import MAX_SEED
 from .settings import Settings
 
@@ -45,6 +46,13 @@ class ServedModel:
     backend: str = "torch"
     precision: str = "float32"
     version: str = ""      # weights + backend + precision; part of the idempotency key
+    # what admission prices a request with (``estimate_seconds``): how the model cuts an
+    # image into network calls (``model.geometry.WorkShape`` as a dict) and the rates
+    # the worker measured, seconds per canvas pixel through the network and seconds per
+    # output pixel of encoding and decoding (0: not measured yet, nothing is refused)
+    work: Optional[dict] = None
+    net_rate: float = 0.0
+    io_rate: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -89,15 +97,20 @@ def b64decode(value: str, what: str) -> bytes:
     return data
 
 
+_SEED = re.compile(r"[0-9]{1,19}")
+
+
 def parse_seed(value: Optional[str | int]) -> Optional[int]:
+    """A form's seed: ASCII digits only (no sign, spaces or other scripts' digits)."""
     if value is None or value == "":
         return None
-    try:
-        seed = int(value)
-    except (TypeError, ValueError) as exc:
-        raise InvalidField(f"seed must be an integer, got {str(value)[:40]!r}") from exc
+    if isinstance(value, bool) or not (isinstance(value, int) or
+                                       _SEED.fullmatch(str(value))):
+        raise InvalidField(f"seed must be an integer written in ASCII digits 0-9, got "
+                           f"{clip(repr(value) if isinstance(value, str) else str(value))}")
+    seed = int(value)
     if not 0 <= seed <= MAX_SEED:
-        raise InvalidField(f"seed must be in [0, 2^63-1], got {seed}")
+        raise InvalidField(f"seed must be in [0, 2^63-1], got {clip(str(seed))}")
     return seed
 
 
@@ -108,14 +121,44 @@ def resolve_task(task: Optional[str], served: Mapping[str, ServedModel]) -> Serv
         raise UnknownTask(f"say which task: one of {', '.join(sorted(served))}",
                           code="task_required")
     if task not in served:
-        raise UnknownTask(f"unknown task {task[:40]!r}; this server does "
+        raise UnknownTask(f"unknown task {clip(task, 40)!r}; this server does "
                           f"{', '.join(sorted(served))}")
     return served[task]
 
 
+def estimate_seconds(model: ServedModel, height: int, width: int) -> Optional[float]:
+    """Device time a request of this size needs on this deployment, from the measured
+    rates (None until the worker measured them)."""
+    if model.work is None or model.net_rate <= 0:
+        return None
+    shape = WorkShape(**model.work)
+    return (shape.net_pixels(height, width) * model.net_rate
+            + shape.out_pixels(height, width) * model.io_rate)
+
+
+def admit_size(model: ServedModel, height: int, width: int, deadline_s: Optional[float],
+               jobs_deadline_s: Optional[float] = None) -> None:
+    """Refuse at once (413) work that cannot finish within its deadline."""
+    if deadline_s is None:
+        return
+    estimate = estimate_seconds(model, height, width)
+    if estimate is None or estimate <= deadline_s:
+        return
+    hint = ("send a smaller image")
+    if jobs_deadline_s and estimate <= jobs_deadline_s:
+        hint = (f"send a smaller image, or use the asynchronous jobs API (POST /v1/jobs), "
+                f"whose deadline is {jobs_deadline_s:.0f} s")
+    raise TooMuchWork(f"a {width}x{height} image needs about {estimate:.0f} s of device time "
+                      f"on this server ({model.task}: measured rates), more than the "
+                      f"{deadline_s:.0f} s deadline of this request; {hint}")
+
+
 def validate(raw: RawRestore, served: Mapping[str, ServedModel],
-             settings: Settings) -> ValidatedRequest:
-    """Check every rule, decode the image (and mask); raise the first rule broken."""
+             settings: Settings, deadline_s: Optional[float] = None) -> ValidatedRequest:
+    """Check every rule, decode the image (and mask); raise the first rule broken.
+
+    ``deadline_s``: the request's deadline; work estimated to take longer is refused
+    from the image header, before the pixels are decoded (None: not checked)."""
     target = resolve_task(raw.task, served)
     fmt = raw.output_format.lower()
     if fmt == "jpg":
@@ -129,8 +172,11 @@ def validate(raw: RawRestore, served: Mapping[str, ServedModel],
     if not target.needs_mask and raw.mask is not None:
         raise MaskNotSupported(f"task {target.task!r} takes no mask; drop the 'mask' field "
                                "or pick an inpainting task")
+    jobs_deadline = settings.job_timeout_s if deadline_s != settings.job_timeout_s else None
     decoded = decode_image(raw.image, max_pixels=settings.max_pixels,
-                           min_side=settings.min_side)
+                           min_side=settings.min_side,
+                           check=lambda w, h: admit_size(target, h, w, deadline_s,
+                                                         jobs_deadline))
     h, w = decoded.pixels.shape[:2]
     if target.kind == "face" and (w, h) != (settings.face_size, settings.face_size):
         raise FaceInputSize(f"the face task takes aligned {settings.face_size}x"

@@ -29,7 +29,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -53,7 +53,9 @@ class _Active:
 
     item: WorkItem
     job: Any = None                         # TiledJob / DiffIRJob once encoding starts
-    preds: list = field(default_factory=list)   # this step's predictions, by tile index
+    net_pixels: int = 0                     # canvas pixels through the network, all steps
+    steps: int = 1
+    rank: float = 0.0                       # batching.rank: lower runs first
 
     @property
     def task(self) -> str:
@@ -93,6 +95,13 @@ class Worker(threading.Thread):
         self._stepping: list[_Active] = []
         self._queue: list[_Queued] = []
         self._depth_reported = 0
+        # measured costs: network batches (per key and size) and encode + decode (per
+        # task, by output pixels); they rank requests and price admission
+        self._times = batching.BatchTimes()
+        self._io_times = batching.BatchTimes()
+        self._key_pixels: dict = {}
+        self._key_task: dict = {}
+        self._shapes: dict = {}
 
     # -- called from other threads ------------------------------------------------------
     def submit(self, item: WorkItem) -> None:
@@ -196,6 +205,9 @@ class Worker(threading.Thread):
             net = restorer.unet if restorer.family == "resshift" else restorer.network
             name = restorer.name if restorer.name not in ("", "custom") else Path(str(path)).name
             self._restorers[task] = restorer
+            shape = restorer.work_shape(self.settings.tile if restorer.family == "resshift"
+                                        else None)
+            self._shapes[task] = shape
             precision = precision or str(next(net.parameters()).dtype).replace("torch.", "")
             self.served[task] = ServedModel(
                 task=task, name=name, family=restorer.family, kind=restorer.task,
@@ -205,7 +217,8 @@ class Worker(threading.Thread):
                 # hashing every weight costs seconds for full-size models: only the
                 # worker role needs it (the Redis idempotency key)
                 version=(_version(restorer, backend_name, precision)
-                         if self.settings.role == "worker" else ""))
+                         if self.settings.role == "worker" else ""),
+                work=shape.as_dict())
             self.metrics.model_info.labels(task, name, backend_name,
                                            self.served[task].precision).set(1)
 
@@ -223,15 +236,58 @@ class Worker(threading.Thread):
                  time.monotonic() - start, ", ".join(opened))
 
     def _warm_up(self) -> None:
-        """One small request per model through the same stepping code: readiness means
-        a batch really ran (kernels chosen, memory allocated)."""
+        """Small requests per model through the same stepping code: readiness means a
+        batch really ran (kernels chosen, memory allocated). They also calibrate the
+        costs that rank requests and price admission: a tiny image and one of a full
+        tile, each timed stage by stage, plus one batch of two tiles (how batch time
+        grows with size on this device)."""
         self.state = "warming up"
         for task, restorer in self._restorers.items():
-            side = (self.settings.face_size if self.served[task].kind == "face"
-                    else max(16, self.settings.min_side))
-            image = np.full((side, side, 3), 128, np.uint8)
-            mask = np.zeros((side, side), bool) if self.served[task].needs_mask else None
-            self._job(task, image, mask, seed=0).run()
+            shape = self._shapes[task]
+            if self.served[task].kind == "face":
+                sides = [self.settings.face_size]
+            else:
+                tiny = max(16, self.settings.min_side)
+                full = -(-int(shape.tile / shape.zoom) // shape.multiple) * shape.multiple \
+                    if shape.tile else tiny
+                sides = sorted({tiny, max(tiny, full)})
+            for side in sides:
+                self._calibrate(task, side)
+            self._publish_rates(task)
+
+    def _calibrate(self, task: str, side: int) -> None:
+        """Run one grey side x side request, timing its encode, batches and decode."""
+        restorer = self._restorers[task]
+        image = np.full((side, side, 3), 128, np.uint8)
+        mask = np.zeros((side, side), bool) if self.served[task].needs_mask else None
+        job = self._job(task, image, mask, seed=0)
+        start = time.monotonic()
+        job.encode()
+        self._sync()
+        io = time.monotonic() - start
+        paired = self.settings.max_batch < 2
+        while not job.done:
+            work = job.pending_tiles()
+            key = (restorer.family, task, work[0].key)
+            self._key_pixels.setdefault(key, work[0].pixels)
+            self._key_task.setdefault(key, task)
+            preds = []
+            for item in work:            # one at a time: the batch-of-one time
+                start = time.monotonic()
+                preds += self._run_batch_fn(restorer, [item])
+                self._sync()
+                self._times.record(key, 1, time.monotonic() - start)
+            if not paired:
+                start = time.monotonic()
+                self._run_batch_fn(restorer, [work[0], work[0]])
+                self._sync()
+                self._times.record(key, 2, time.monotonic() - start)
+                paired = True
+            job.complete_step(preds)
+        start = time.monotonic()
+        out = job.finish()
+        io += time.monotonic() - start
+        self._io_times.record(task, _size_bucket(out.shape[0] * out.shape[1]), io)
 
     def _job(self, task: str, image: np.ndarray, mask: Optional[np.ndarray], seed: int):
         """A step-by-step job for ``task``'s model. RESSHIFT_TILE is a ResShift latent
@@ -254,7 +310,7 @@ class Worker(threading.Thread):
                 continue
             with self._cond:
                 while self._inbox:
-                    self._new.append(_Active(self._inbox.popleft()))
+                    self._new.append(self._intake(self._inbox.popleft()))
                 stopping = self._stop_at is not None
             now = time.monotonic()
             if stopping and (now >= self._stop_at or not self._has_work()):
@@ -262,17 +318,60 @@ class Worker(threading.Thread):
             self._drop_abandoned(now)
             self._report_depth()
             action = batching.next_action(
-                finished=len(self._finished), new=len(self._new),
+                finished=len(self._finished), new=[a.rank for a in self._new],
                 tiles=[q.view for q in self._queue], now=now, max_batch=s.max_batch,
-                max_wait=s.max_wait_ms / 1000.0)
+                max_wait=s.max_wait_ms / 1000.0, cost=self._times.predict,
+                fill=s.batch_fill)
             if isinstance(action, batching.Wait):
                 self._sleep(action.timeout, now)
             elif isinstance(action, batching.Decode):
-                self._decode(self._finished.popleft())
+                self._decode(_take_best(self._finished))
             elif isinstance(action, batching.Encode):
-                self._encode(self._new.popleft())
+                self._encode(_take_best(self._new))
             else:
                 self._run_batch(action.indices)
+
+    # -- ranks and rates ------------------------------------------------------------------
+    def _intake(self, item: WorkItem) -> _Active:
+        """A new item with its size priced (the work shape of its model) and ranked."""
+        active = _Active(item)
+        shape = self._shapes.get(item.request.task)
+        if shape is not None:
+            h, w = item.request.pixels.shape[:2]
+            active.net_pixels, active.steps = shape.net_pixels(h, w), shape.steps
+        self._rerank(active)
+        return active
+
+    def _rerank(self, active: _Active) -> None:
+        """Rank = admission time + the device time of the network work still to do."""
+        done = active.job.steps_done if active.job is not None else 0
+        left = active.net_pixels * max(0, active.steps - done) / max(1, active.steps)
+        active.rank = batching.rank(active.item.admitted, left, self._net_rate(active.task))
+
+    def _net_rate(self, task: str) -> float:
+        """Seconds per canvas pixel through the network at full batches (the best
+        measured over this task's keys; any task's before this one ran)."""
+        s = self.settings
+        rates = {k: self._times.predict(k, s.max_batch) / (s.max_batch * px)
+                 for k, px in self._key_pixels.items() if self._times.predict(k, s.max_batch)}
+        own = [r for k, r in rates.items() if self._key_task.get(k) == task]
+        if own or rates:
+            return min(own or rates.values())
+        return batching.DEFAULT_TILE_SECONDS / (64 * 64)
+
+    def _io_rate(self, task: str, out_pixels: int) -> float:
+        """Seconds per output pixel of encoding + decoding at this size (measured)."""
+        t = self._io_times.predict(task, out_pixels)
+        return t / out_pixels if t is not None and out_pixels else 0.0
+
+    def _publish_rates(self, task: str) -> None:
+        """Refresh what admission prices requests of ``task`` with (``ServedModel``)."""
+        served = self.served.get(task)
+        if served is None or task not in self._shapes:
+            return
+        big = 2048 * 2048           # io rate quoted for large outputs (what admission refuses)
+        self.served[task] = replace(served, net_rate=self._net_rate(task),
+                                    io_rate=self._io_rate(task, big))
 
     def _has_work(self) -> bool:
         return bool(self._new or self._finished or self._stepping)
@@ -310,10 +409,13 @@ class Worker(threading.Thread):
     def _enqueue(self, active: _Active) -> None:
         now = time.monotonic()
         work = active.job.pending_tiles()
-        active.preds = [None] * len(work)
         family = self._restorers[active.task].family
         for k, w in enumerate(work):
-            view = batching.QueuedTile(key=(family, active.task, w.key), enqueued=now)
+            key = (family, active.task, w.key)
+            self._key_pixels.setdefault(key, w.pixels)
+            self._key_task.setdefault(key, active.task)
+            view = batching.QueuedTile(key=key, enqueued=now, owner=id(active),
+                                       rank=active.rank)
             self._queue.append(_Queued(active, k, w, view))
 
     def _run_batch(self, indices: tuple[int, ...]) -> None:
@@ -332,17 +434,26 @@ class Worker(threading.Thread):
                 self._fail(owner, exc)
             return
         elapsed = time.monotonic() - start
+        self._times.record(batch[0].view.key, len(batch), elapsed)
+        self._publish_rates(task)
         self.metrics.inference.labels(task, "denoise").observe(elapsed)
         self.metrics.batch_size.labels(task).observe(len(batch))
         self._report_gpu_memory()
+        ready = []
         for q, pred in zip(batch, preds):
-            q.owner.preds[q.index] = pred
+            try:
+                if q.owner.job.accept(q.index, pred):
+                    ready.append(q.owner)
+            except Exception as exc:
+                self._fail(q.owner, exc)
         for owner in owners:
             owner.item.timings["denoise"] += elapsed
-            if any(p is None for p in owner.preds):
-                continue                      # other tiles of this step are still queued
+        for owner in ready:
+            if owner.item.future.done():      # failed above
+                continue
             try:
-                owner.job.complete_step(owner.preds)
+                owner.job.complete_step()
+                self._rerank(owner)
                 if owner.job.done:
                     self._stepping.remove(owner)
                     self._finished.append(owner)
@@ -361,6 +472,10 @@ class Worker(threading.Thread):
         active.item.timings["decode"] = time.monotonic() - start
         self.metrics.inference.labels(active.task, "decode").observe(
             active.item.timings["decode"])
+        out_pixels = pixels.shape[0] * pixels.shape[1]
+        self._io_times.record(active.task, _size_bucket(out_pixels),
+                              active.item.timings["encode"] + active.item.timings["decode"])
+        self._publish_rates(active.task)
         active.item.succeed(pixels)
 
     # -- dropping and failing ------------------------------------------------------------
@@ -436,6 +551,22 @@ class Worker(threading.Thread):
             return
         import torch
         self.metrics.gpu_memory.labels(self.device).set(torch.cuda.memory_allocated(self.device))
+
+
+def _take_best(pending: deque) -> _Active:
+    """Remove and return the best-ranked item (the oldest among equals)."""
+    best = min(range(len(pending)), key=lambda i: (pending[i].rank, i))
+    active = pending[best]
+    del pending[best]
+    return active
+
+
+def _size_bucket(pixels: int) -> int:
+    """Sizes rounded to two significant digits: one moving average per size class."""
+    if pixels < 100:
+        return pixels
+    digits = len(str(pixels)) - 2
+    return round(pixels / 10 ** digits) * 10 ** digits
 
 
 def _backend_labels(backend) -> tuple[str, str]:

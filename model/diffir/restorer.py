@@ -27,6 +27,7 @@ import torch
 
 from ..errors import ConfigError, InputImageError
 from ..restorer import pad_to_multiple
+from ..geometry import WorkShape
 from ..tiling import TilePlan
 from .config import IPR_WIDTH, DiffIRConfig
 from .network import DiffIRS2Net
@@ -100,6 +101,14 @@ class DiffIRRestorer:
     @property
     def needs_mask(self) -> bool:
         return False
+
+    def work_shape(self, tile: Optional[int] = None) -> WorkShape:
+        """How ``restore(..., tile=tile)`` cuts an image into DIRformer calls."""
+        tiles = tiling_for(tile, self.input_multiple)
+        if tiles is None:
+            return WorkShape(self.input_multiple, 1, 0, 0, 1, self.scale)
+        return WorkShape(self.input_multiple, 1, tiles.tile, tiles.overlap, 1, self.scale,
+                         whole_pixels=tiles.max_whole_pixels)
 
     def plan(self, height: int, width: int, tiles: Optional[DiffIRTiling]) -> TilePlan:
         """Tile plan of a padded LQ (height, width multiples of ``input_multiple``);

@@ -47,6 +47,11 @@ class DiffIRWork:
     def key(self) -> tuple[str, Shape]:
         return "diffir", tuple(int(s) for s in self.lq.shape)
 
+    @property
+    def pixels(self) -> int:
+        """Canvas pixels this item puts through the network (the unit of work)."""
+        return int(self.lq.shape[-2] * self.lq.shape[-1])
+
 
 @torch.no_grad()
 def run_tiles(restorer: DiffIRRestorer, work: Sequence[DiffIRWork]) -> list[torch.Tensor]:
@@ -91,10 +96,15 @@ class DiffIRJob:
                                             self.tiles)
         self._ipr: Optional[torch.Tensor] = None
         self._out: Optional[torch.Tensor] = None
+        self._preds: Optional[list] = None
 
     @property
     def tiles_per_step(self) -> int:
         return len(self.plan.boxes)
+
+    @property
+    def steps_done(self) -> int:
+        return int(self.done)
 
     @property
     def encoded(self) -> bool:
@@ -121,10 +131,20 @@ class DiffIRJob:
             return []
         return [DiffIRWork(crop, self._ipr) for crop in crop_tiles(self._padded, self.plan)]
 
+    def accept(self, index: int, prediction: torch.Tensor) -> bool:
+        """Take the output of pending item ``index``; True once all of them are in."""
+        if self._preds is None:
+            self._preds = [None] * len(self.plan.boxes)
+        self._preds[index] = prediction
+        return all(p is not None for p in self._preds)
+
     @torch.no_grad()
-    def complete_step(self, predictions: Sequence[torch.Tensor]) -> None:
-        """Blend the tiles' outputs (one per pending item, in order) into the image."""
-        if len(predictions) != len(self.plan.boxes):
+    def complete_step(self, predictions: Optional[Sequence[torch.Tensor]] = None) -> None:
+        """Blend the tiles' outputs (one per pending item, in order: given here, or
+        taken one by one with ``accept``) into the image."""
+        if predictions is None:
+            predictions, self._preds = self._preds or [], None
+        if len(predictions) != len(self.plan.boxes) or any(p is None for p in predictions):
             raise ValueError(f"expected {len(self.plan.boxes)} tile outputs, got "
                              f"{len(predictions)}")
         overlap = self.tiles.overlap if self.tiles is not None else 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 
@@ -17,11 +19,13 @@ def is_tracing() -> bool:
 class GroupNorm32(nn.GroupNorm):
     """GroupNorm with 32 groups, always evaluated in float32.
 
-    Input/output: ``(B, C, ...)``; the result is cast back to the input dtype.
+    Input/output: ``(B, C, ...)``; the result is cast back to the input dtype. Narrower
+    layers than 32 channels (small test and demo networks; ``norm_groups`` then sets the
+    groups) start with as many groups as divide them.
     """
 
     def __init__(self, channels: int):
-        super().__init__(32, channels)
+        super().__init__(math.gcd(32, channels), channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x.float()).to(x.dtype)

@@ -21,6 +21,16 @@ from ..validation import ValidatedRequest, validate
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 
+SUBMISSIONS = ("/v1/restore", "/v1/jobs")
+
+
+def count_refused(svc: Services, path: str, method: str, status: int) -> None:
+    """Count a submission refused before its handler ran (401, 413 body_too_large...):
+    every answer to a submission is in resshift_requests_total."""
+    if method == "POST" and path in SUBMISSIONS:
+        svc.metrics.requests.labels("unknown", str(status)).inc()
+
+
 class Counted:
     """Counts one restoration request in resshift_requests_total{task,status} on exit.
 
@@ -28,10 +38,12 @@ class Counted:
     client input cannot create label values.
     """
 
-    def __init__(self, svc: Services):
+    def __init__(self, svc: Services, request: Optional[Request] = None):
         self.svc = svc
         self.task = "unknown"
         self.status = 500
+        if request is not None:       # the app's error handler counts what we did not
+            request.state.counted = True
 
     def note_task(self, task: Optional[str]) -> None:
         if self.svc.scheduler.ready:
@@ -59,13 +71,15 @@ async def submit(svc: Services, request: Request, req: ValidatedRequest,
                                    idempotency_key=key)
 
 
-async def validate_request(request: Request, svc: Services, counted: Counted
-                           ) -> ValidatedRequest:
-    """Parse and validate (decoding in a thread); the scheduler must be ready."""
+async def validate_request(request: Request, svc: Services, counted: Counted,
+                           deadline_s: float) -> ValidatedRequest:
+    """Parse and validate (decoding in a thread); the scheduler must be ready. Work that
+    cannot finish within ``deadline_s`` is refused from the image header (413)."""
     require_ready(svc)
     raw = await read_restore(request)
     counted.note_task(raw.task)
-    return await run_in_threadpool(validate, raw, svc.scheduler.served, svc.settings)
+    return await run_in_threadpool(validate, raw, svc.scheduler.served, svc.settings,
+                                   deadline_s)
 
 
 _IDEM_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")

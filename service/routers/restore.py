@@ -23,8 +23,9 @@ ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 413, 415, 422, 429, 
                **ERRORS})
 async def restore(request: Request, svc: Services = Depends(services)) -> Response:
     """Restore one image and return it (multipart form, or JSON with base64 fields)."""
-    with Counted(svc) as counted:
-        req = await validate_request(request, svc, counted)
+    with Counted(svc, request) as counted:
+        req = await validate_request(request, svc, counted,
+                                     svc.settings.request_timeout_s)
         item = await submit(svc, request, req,
                             remaining_s(request, svc.settings.request_timeout_s))
         body = await encoded(await await_result(request, svc, item), req.output_format)

@@ -172,3 +172,36 @@ def test_misuse_is_refused(tiny_sr):
         job.finish()
     with pytest.raises(InputImageError):
         TiledJob(tiny_sr, np.zeros((4, 4), np.uint8))
+
+
+def test_the_lazy_pixel_space_condition_equals_upsampling_the_whole_image():
+    import torch.nn.functional as F
+
+    from model.stepper import _LazyCondition
+    import model
+    demo = model.load("demo")                       # pixel space: the UNet takes LQ x4
+    lq = torch.rand(1, 3, 37, 52) * 2 - 1
+    cond = _LazyCondition(demo, lq, (1, 3, 37 * 4, 52 * 4))
+    assert cond.full is None and cond.factor == 4
+    full = F.interpolate(lq, size=(37 * 4, 52 * 4), mode="bicubic")
+    for top, left, th, tw in ((0, 0, 64, 64), (84, 144, 64, 64), (40, 72, 64, 64),
+                              (0, 100, 148, 108), (147, 207, 1, 1)):
+        assert torch.equal(cond.crop(top, left, th, tw),
+                           full[..., top:top + th, left:left + tw]), (top, left)
+
+
+def test_a_pixel_space_job_gives_what_restore_gives():
+    import model
+    demo = model.load("demo")
+    image = _image(30, 44, seed=4)
+    for tile in (None, 32):
+        job = TiledJob(demo, image, seed=5, tile=tile)
+        assert job.tiles_per_step > 1
+        assert np.array_equal(job.run(), demo.restore(image, seed=5, tile=tile)), tile
+
+
+def test_banded_conversion_to_uint8_is_the_whole_conversion():
+    from model.restorer import to_uint8
+    from model.stepper import to_uint8_banded
+    x = torch.rand(1, 3, 700, 530) * 2.2 - 1.1
+    assert np.array_equal(to_uint8_banded(x, rows=64), to_uint8(x))

@@ -21,9 +21,20 @@ def test_axis_starts_respect_alignment_and_reject_bad_overlap():
 
 
 def test_plan_clips_tile_to_small_canvas():
+    plan = plan_tiles(40, 60, 64, 16)
+    assert (plan.tile_h, plan.tile_w, plan.boxes) == (40, 60, ((0, 0),))
+
+
+def test_a_thin_canvas_gets_tiles_of_the_same_area_not_the_same_side():
     plan = plan_tiles(40, 200, 64, 16)
-    assert plan.tile_h == 40 and plan.tile_w == 64
     assert {t for t, _ in plan.boxes} == {0}
+    assert (plan.tile_h, plan.tile_w) == (40, 96)     # ~64*64 pixels, a multiple of 8
+    strip = plan_tiles(16, 20000, 64, 16)              # a 20000x4 LQ strip, x4
+    needed = 16 * 20000 / (64 * 64)
+    assert strip.tile_h * strip.tile_w == 64 * 64
+    assert len(strip.boxes) <= 1.1 * needed, (len(strip.boxes), needed)
+    tall = plan_tiles(20000, 16, 64, 16)
+    assert (tall.tile_h, tall.tile_w) == (256, 16) and len(tall.boxes) == len(strip.boxes)
 
 
 def test_ramp_weights_positive_and_flat_inside():

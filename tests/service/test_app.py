@@ -162,6 +162,27 @@ def test_api_keys_guard_the_api_but_not_health(model_dirs):
         assert c.get("/metrics", headers=ok).status_code == 200
 
 
+def test_a_job_belongs_to_the_key_that_created_it(model_dirs):
+    with running_app(settings_for({"sr": model_dirs["sr"]}, api_keys="k1,k2")) as c:
+        one, two = ({"Authorization": f"Bearer {k}"} for k in ("k1", "k2"))
+        job = c.post("/v1/jobs", headers=one, **form(encode(photo(8, 8)))).json()
+        unknown = c.get("/v1/jobs/0123456789abcdef", headers=two)
+        for method, path in (("GET", ""), ("GET", "/result"), ("DELETE", "")):
+            other = c.request(method, f"/v1/jobs/{job['id']}{path}", headers=two)
+            assert other.status_code == 404 and other.json()["error"]["code"] == "job_not_found"
+            # the same answer as an id that never existed, apart from the id itself
+            assert other.json()["error"]["message"].replace(job["id"], "X") == \
+                unknown.json()["error"]["message"].replace("0123456789abcdef", "X")
+        end = time.monotonic() + 30
+        while c.get(f"/v1/jobs/{job['id']}", headers=one).json()["status"] != "succeeded":
+            assert time.monotonic() < end
+            time.sleep(0.02)
+        assert c.get(f"/v1/jobs/{job['id']}/result", headers=one).status_code == 200
+        assert c.get(f"/v1/jobs/{job['id']}/result", headers=two).status_code == 404
+        assert c.delete(f"/v1/jobs/{job['id']}", headers=two).status_code == 404
+        assert c.delete(f"/v1/jobs/{job['id']}", headers=one).status_code == 200
+
+
 def test_health_and_unknown_routes(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json()["status"] == "ready"

@@ -63,8 +63,11 @@ def test_empty_file_is_422(client):
 
 # -- sizes ----------------------------------------------------------------------------------
 def test_decompression_bomb_is_413_without_decoding(client):
-    assert_error(client.post("/v1/restore", **form(_png_with_size(60000, 60000), task="sr")),
-                 413, "image_too_large")
+    # Pillow's own bomb guard fires first; the message still quotes the configured limit
+    body = assert_error(client.post("/v1/restore", **form(_png_with_size(60000, 60000),
+                                                          task="sr")),
+                        413, "image_too_large", "40000")
+    assert "178956970" not in body["error"]["message"]
 
 
 def test_over_max_pixels_is_413(client):
@@ -154,13 +157,34 @@ def _exif_rotated() -> bytes:
     return encode(im, "JPEG", exif=exif.tobytes())
 
 
+def _rgb16() -> bytes:
+    """A 16-bit-per-channel RGB PNG, 20x10 (Pillow writes no such files: built by hand)."""
+    rows = np.random.default_rng(0).integers(0, 65535, (10, 20 * 3)).astype(">u2")
+    raw = b"".join(b"\x00" + row.tobytes() for row in rows)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20, 10, 16, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def _frames(fmt: str) -> bytes:
+    frames = [Image.new("RGB", (16, 16), c) for c in ("red", "green", "blue")]
+    return encode(frames[0], fmt, save_all=True, append_images=frames[1:])
+
+
 @pytest.mark.parametrize("payload, note, out_shape", [
     (_rgba(), "alpha", (64, 80, 3)),
     (encode(Image.fromarray(photo(16, 20)[..., 1])), "grayscale", (64, 80, 3)),
     (_gray16(), "16-bit", (64, 80, 3)),
     (_cmyk(), "cmyk", (64, 80, 3)),
     (_exif_rotated(), "exif", (80, 64, 3)),               # rotated: height and width swap
-], ids=["rgba", "grayscale", "16-bit", "cmyk", "exif-rotated"])
+    (_rgb16(), "16-bit rgb", (40, 80, 3)),
+    (_frames("GIF"), "first of 3 frames", (64, 64, 3)),
+    (_frames("TIFF"), "first of 3 frames", (64, 64, 3)),
+], ids=["rgba", "grayscale", "16-bit", "cmyk", "exif-rotated", "16-bit-rgb", "animated-gif",
+        "multi-page-tiff"])
 def test_odd_images_are_converted_with_a_note(client, payload, note, out_shape):
     response = client.post("/v1/restore", **form(payload, task="sr", seed=0))
     assert response.status_code == 200, response.text
@@ -217,6 +241,66 @@ def test_broken_multipart_is_400(client):
                            headers={"content-type": "multipart/form-data; boundary=zz"})
     assert response.status_code in (400, 422), response.text
     assert "error" in response.json()
+
+
+def test_multipart_without_a_boundary_or_with_too_many_fields_is_400(client):
+    no_boundary = client.post("/v1/restore", content=b"--zz\r\n",
+                              headers={"content-type": "multipart/form-data"})
+    assert_error(no_boundary, 400, "malformed_request", "boundary")
+    body = "".join(f"--zz\r\nContent-Disposition: form-data; name=\"f{i}\"\r\n\r\n1\r\n"
+                   for i in range(2000)) + "--zz--\r\n"
+    crowded = client.post("/v1/restore", content=body.encode(),
+                          headers={"content-type": "multipart/form-data; boundary=zz"})
+    assert_error(crowded, 400, "malformed_request")
+
+
+def test_a_second_image_field_is_422_not_a_silent_replacement(client):
+    files = [("image", ("a.png", encode(photo(16, 16)), "image/png")),
+             ("image", ("b.png", encode(photo(16, 16, seed=1)), "image/png"))]
+    assert_error(client.post("/v1/restore", data={"task": "sr"}, files=files), 422,
+                 "invalid_field", "more than one 'image'")
+
+
+@pytest.mark.parametrize("seed", [" 7", "7 ", "+5", "-0", "\u0667", "1e3", "0x10"])
+def test_form_seeds_are_ascii_digits_only(client, seed):
+    response = client.post("/v1/restore", **form(encode(photo(16, 16)), task="sr", seed=seed))
+    assert_error(response, 422, "invalid_field", "seed")
+
+
+@pytest.mark.parametrize("seed", [True, "7", 7.0, " 7"])
+def test_json_seeds_are_json_integers_only(client, seed):
+    body = {"image": base64.b64encode(encode(photo(16, 16))).decode(), "task": "sr",
+            "seed": seed}
+    assert_error(client.post("/v1/restore", json=body), 422, "invalid_field", "seed")
+
+
+@pytest.mark.parametrize("fields", [{"seed": "9" * 400}, {"task": "t" * 400},
+                                    {"output_format": "p" * 400}])
+def test_errors_never_echo_more_than_64_characters_of_the_input(client, fields):
+    response = client.post("/v1/restore", **form(encode(photo(16, 16)), **fields))
+    assert response.status_code == 422
+    message = response.json()["error"]["message"]
+    longest = max(len(run) for run in __import__("re").findall(r"9+|t+|p+", message))
+    assert longest <= 64, message
+
+
+def test_405_says_which_methods_are_allowed(client):
+    response = client.get("/v1/restore")
+    assert_error(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == "POST"
+
+
+def test_every_answer_to_a_submission_is_counted(model_dirs):
+    from .conftest import metric, running_app, settings_for
+    settings = settings_for({"sr": model_dirs["sr"]}, max_body_bytes=2000, api_keys="k")
+    with running_app(settings) as c:
+        key = {"Authorization": "Bearer k"}
+        assert c.post("/v1/restore", headers=key, content=bytes(5000)).status_code == 413
+        assert c.post("/v1/jobs", content=b"{}",
+                      headers={"content-type": "application/json"}).status_code == 401
+        text = c.get("/metrics", headers=key).text
+    assert metric(text, "resshift_requests_total", task="unknown", status="413") == 1
+    assert metric(text, "resshift_requests_total", task="unknown", status="401") == 1
 
 
 @pytest.mark.parametrize("ctype", ["text/plain", "image/png", None])

@@ -82,3 +82,24 @@ def test_a_stopping_worker_gives_its_jobs_back_without_using_an_attempt(model_di
     back = queue.claim("next", count=3, block_ms=500)
     assert len(back) + len(finished) == 3 and back, finished
     assert all(e.attempt == 1 for e in back)
+
+
+def test_a_small_job_overtakes_a_large_one_in_the_worker_role(model_dirs, prefix):
+    # The worker role runs the embedded worker threads: the same ranking applies to jobs
+    # taken from Redis. 72x72: 64 tiles a step; 16x16: one.
+    from tests.service.conftest import metric
+    queue = RedisQueue(URL, QueueConfig(prefix=prefix))
+    with running_app(worker_settings(model_dirs, prefix, max_batch=8)) as client:
+        worker = client.app.state.services.scheduler.workers[0]
+        submit(queue, "large", photo(72, 72, seed=5), seed=1)
+        end = time.monotonic() + 30
+        while not worker._stepping:
+            assert time.monotonic() < end
+            time.sleep(0.001)
+        before = metric(client.get("/metrics").text, "resshift_batch_size_count", task="sr")
+        submit(queue, "small", photo(16, 16, seed=2), seed=2)
+        assert queue.wait_result("small", 30).ok
+        after = metric(client.get("/metrics").text, "resshift_batch_size_count", task="sr")
+        assert queue.result("large") is None          # still running
+        assert after - before <= 4 + 2, after - before
+        assert queue.wait_result("large", 60).ok

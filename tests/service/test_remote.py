@@ -226,3 +226,25 @@ def test_an_async_job_shows_running_once_a_worker_took_it(prefix):
         worker.stop.set()
         worker.join()
     assert "running" in seen and seen[-1] == "succeeded", seen
+
+
+def test_in_redis_mode_a_job_belongs_to_the_key_that_created_it(prefix):
+    worker = HandWorker(prefix, lambda q, e: q.complete(e, encode(photo(4, 4))))
+    worker.start()
+    try:
+        with running_app(api_settings(prefix, api_keys="k1,k2")) as client:
+            one, two = ({"Authorization": f"Bearer {k}"} for k in ("k1", "k2"))
+            job = client.post("/v1/jobs", headers=one,
+                              **form(encode(photo(8, 8)), task="sr")).json()["id"]
+            end = time.monotonic() + 20
+            while client.get(f"/v1/jobs/{job}", headers=one).json()["status"] != "succeeded":
+                assert time.monotonic() < end
+                time.sleep(0.05)
+            for method, path in (("GET", ""), ("GET", "/result"), ("DELETE", "")):
+                other = client.request(method, f"/v1/jobs/{job}{path}", headers=two)
+                assert other.status_code == 404, (method, path, other.text)
+                assert other.json()["error"]["code"] == "job_not_found"
+            assert client.get(f"/v1/jobs/{job}/result", headers=one).status_code == 200
+    finally:
+        worker.stop.set()
+        worker.join()
