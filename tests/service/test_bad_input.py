@@ -313,3 +313,20 @@ def test_other_content_types_are_415(client, ctype):
 def test_bad_requests_never_take_the_worker_down(client):
     ok = client.post("/v1/restore", **form(encode(photo(16, 16)), task="sr"))
     assert ok.status_code == 200 and client.get("/readyz").status_code == 200
+
+
+def test_every_error_code_the_service_can_send_is_in_the_docs_table():
+    import re
+    from pathlib import Path
+
+    from service import errors
+    root = Path(__file__).resolve().parents[2]
+    sent = {code for _, code in errors._STATUS.values()} | set(errors._HTTP_CODES.values())
+    sent |= {"internal_error", "inference_failed"}              # unknown errors, remote ones
+    for path in (root / "service").rglob("*.py"):
+        sent |= set(re.findall(r'code="([a-z_]+)"', path.read_text()))
+    doc = (root / "docs" / "service.md").read_text()
+    table = doc[doc.index("| status | code | when |"):doc.index("No other code is ever sent")]
+    documented = set(re.findall(r"`([a-z_]+)`", table))
+    assert sent <= documented, sorted(sent - documented)
+    assert "http_error" not in documented and "http_error" not in sent
