@@ -12,24 +12,14 @@ and prints estimate, measured wall time and their ratio.
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import time
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-def png(side: int, seed: int = 0) -> bytes:
-    rng = np.random.default_rng(seed)
-    small = (rng.random((max(2, side // 8), max(2, side // 8), 3)) * 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(small).resize((side, side), Image.BICUBIC).save(buf, "PNG")
-    return buf.getvalue()
+from bench.load import synthetic_png  # noqa: E402
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -53,7 +43,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             time.sleep(0.1)
         scheduler = app.state.services.scheduler
         for side in (int(s) for s in args.sides.split(",")):
-            data = png(side)
+            data = synthetic_png(side)
             for attempt in range(2):
                 served = next(iter(scheduler.served.values()))
                 estimate = estimate_seconds(served, side, side)

@@ -15,7 +15,6 @@ proven by the test suite; here it would only take the machine for half an hour).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import statistics
 import sys
@@ -24,19 +23,9 @@ from pathlib import Path
 from typing import Optional
 
 import httpx
-import numpy as np
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.load import Server  # noqa: E402
-
-
-def png(side: int, seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    small = (rng.random((max(2, side // 8), max(2, side // 8), 3)) * 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(small).resize((side, side), Image.BICUBIC).save(buf, "PNG")
-    return buf.getvalue()
+from bench.load import Server, synthetic_png  # noqa: E402
 
 
 def batch_stats(client: httpx.Client) -> tuple[float, float]:
@@ -64,11 +53,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--large", type=int, default=2000, help="side of the large request")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
-    small = png(64, 1)
+    small = synthetic_png(64, 1)
     with Server({}) as server, httpx.Client(base_url=server.url, timeout=900) as client:
         timed(client, small)                                   # first request: warm
         idle = [timed(client, small) for _ in range(args.repeats)]
-        job = client.post("/v1/jobs", files={"image": ("l.png", png(args.large, 2))})
+        job = client.post("/v1/jobs", files={"image": ("l.png", synthetic_png(args.large, 2))})
         job.raise_for_status()
         job_id = job.json()["id"]
         before = batch_stats(client)

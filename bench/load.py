@@ -83,6 +83,17 @@ def load_images(folder: Path, crop: int, limit: int) -> list[tuple[str, bytes]]:
     return out
 
 
+def synthetic_png(side: int, seed: int = 0) -> bytes:
+    """A side x side PNG of smooth random colour (noise upsampled 8x): photo-like work
+    for the network, small files."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    small = (rng.random((max(2, side // 8), max(2, side // 8), 3)) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(small).resize((side, side), Image.BICUBIC).save(buf, "PNG")
+    return buf.getvalue()
+
+
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (q in [0, 100]) of a non-empty list."""
     ordered = sorted(values)

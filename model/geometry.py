@@ -96,30 +96,34 @@ class WorkShape:
     """How a model cuts one request into network calls, as plain numbers.
 
     The input (h x w pixels) is padded to ``multiple``; the canvas the network runs on
-    is ``zoom`` times that (scale / latent factor for ResShift, 1 for DiffIR's LQ
-    canvas); it is cut into ``tile``-sided tiles with ``overlap`` (``plan_tiles``) unless
-    ``tile`` is 0 or the canvas has at most ``whole_pixels`` pixels; every tile runs
-    ``steps`` times. The output is ``out_scale`` times the input. Workers announce this so
-    that admission can price a request from its header alone.
+    is that times ``scale`` / ``factor`` (the SR scale over the latent factor for
+    ResShift; 1 / 1 for DiffIR's LQ canvas); it is cut into ``tile``-sided tiles with
+    ``overlap`` (``plan_tiles``, starts aligned to ``align``) unless ``tile`` is 0 or the
+    canvas has at most ``whole_pixels`` pixels; every tile runs ``steps`` times. The
+    output is ``out_scale`` times the input. The jobs take their plan from here, and
+    workers announce it so that admission prices a request from its header alone.
     """
 
     multiple: int
-    zoom: float
+    scale: int
+    factor: int
     tile: int
     overlap: int
     steps: int
     out_scale: int
     whole_pixels: int = 0
+    align: int = 1
 
     def canvas(self, height: int, width: int) -> tuple[int, int]:
-        ph, pw = -(-height // self.multiple) * self.multiple, -(-width // self.multiple) * self.multiple
-        return int(ph * self.zoom), int(pw * self.zoom)
+        m = self.multiple
+        ph, pw = -(-height // m) * m, -(-width // m) * m
+        return ph * self.scale // self.factor, pw * self.scale // self.factor
 
     def plan(self, height: int, width: int) -> TilePlan:
         ch, cw = self.canvas(height, width)
         if not self.tile or ch * cw <= self.whole_pixels:
             return TilePlan(ch, cw, ch, cw, ((0, 0),))
-        return plan_tiles(ch, cw, self.tile, self.overlap)
+        return plan_tiles(ch, cw, self.tile, self.overlap, self.align)
 
     def net_pixels(self, height: int, width: int) -> int:
         """Canvas pixels the network processes for the whole request (all steps)."""

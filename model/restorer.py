@@ -329,7 +329,7 @@ class Restorer:
         """How ``restore(..., tile=tile)`` (and ``TiledJob``) cut an image into UNet calls."""
         steps = 1 if self.config.sampler == "single_step" else self.schedule.num_steps
         opts = self.tile_options(tile)
-        return WorkShape(self.input_multiple, self.scale / self.factor,
+        return WorkShape(self.input_multiple, self.scale, self.factor,
                          opts.latent_tile if opts else 0, opts.latent_overlap if opts else 0,
                          steps, self.scale)
 

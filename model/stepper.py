@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from .restorer import Restorer, TileOptions, to_device, to_uint8
 from .sampler import draw_noises
-from .tiling import TilePlan, plan_tiles, ramp_weights
+from .tiling import TilePlan, ramp_weights
 
 Shape = tuple[int, ...]
 
@@ -114,10 +114,10 @@ class _LazyCondition:
     holding a full-size copy. Other factors upsample the whole image once.
     """
 
-    def __init__(self, restorer: Restorer, lq: torch.Tensor, latent_shape: Sequence[int]):
+    def __init__(self, restorer: Restorer, lq: torch.Tensor, z_y: torch.Tensor):
         unet = restorer.config.unet
         self.ratio = max(1, int(unet.get("lq_size", 64)) // int(unet.get("image_size", 64)))
-        size = (int(latent_shape[-2]) * self.ratio, int(latent_shape[-1]) * self.ratio)
+        size = (int(z_y.shape[-2]) * self.ratio, int(z_y.shape[-1]) * self.ratio)
         self.channels = int(lq.shape[1])
         self.lq, self.full, self.factor = lq, None, 0
         h, w = lq.shape[-2:]
@@ -127,7 +127,7 @@ class _LazyCondition:
         elif size == (f * h, f * w) and f & (f - 1) == 0:
             self.factor = f
         else:
-            self.full = restorer._conditioning(lq, torch.empty(latent_shape, device="meta"))
+            self.full = restorer._conditioning(lq, z_y)
 
     def crop(self, top: int, left: int, th: int, tw: int) -> torch.Tensor:
         k = self.ratio
@@ -171,6 +171,7 @@ class TiledJob:
         self.restorer = restorer
         self.height, self.width = image.shape[:2]
         self.tiles: Optional[TileOptions] = restorer.tile_options(tile)
+        self._work = restorer.work_shape(tile)
         self.seed = int(seed) if seed is not None else secrets.randbits(63)
         self._lq, self._mask = prepared.lq, prepared.mask
         self._padded, self._mask_in = prepared.padded, prepared.padded_mask
@@ -188,18 +189,13 @@ class TiledJob:
         self._wsum_partial: Optional[torch.Tensor] = None
         self._early: dict[int, torch.Tensor] = {}
         self._next = 0
-        self._pending = 0
 
     # -- geometry ----------------------------------------------------------------------
     @property
     def plan(self) -> TilePlan:
         """Where the latent tiles sit (known before encoding: latent size is fixed)."""
         if self._plan is None:
-            _, _, h, w = self.restorer.latent_shape(self._padded.shape)
-            if self.tiles is None:
-                self._plan = TilePlan(h, w, h, w, ((0, 0),))
-            else:
-                self._plan = plan_tiles(h, w, self.tiles.latent_tile, self.tiles.latent_overlap)
+            self._plan = self._work.plan(self.height, self.width)
         return self._plan
 
     @property
@@ -209,8 +205,7 @@ class TiledJob:
     @property
     def total_steps(self) -> int:
         """Network calls per tile: T, or 1 for single-step (distilled) models."""
-        r = self.restorer
-        return 1 if r.config.sampler == "single_step" else r.schedule.num_steps
+        return self._work.steps
 
     @property
     def encoded(self) -> bool:
@@ -243,7 +238,7 @@ class TiledJob:
         z_y = r.encode_lq(self._padded, self.tiles)
         self._shape = tuple(z_y.shape)
         if r.config.unet.get("cond_lq", True):
-            self._cond_lq = _LazyCondition(r, self._padded, z_y.shape)
+            self._cond_lq = _LazyCondition(r, self._padded, z_y)
         noise = self._draw_noise()
         # x_T = y + std * noise, computed in the noise's buffer (same rounding)
         self._x = noise.mul_(r.schedule.prior_std()).add_(z_y)
@@ -292,7 +287,6 @@ class TiledJob:
                 k = mask.shape[-1] // plan.width
                 m = mask[..., top * k:(top + th) * k, left * k:(left + tw) * k]
             return x, lq, m
-        self._pending = len(plan.boxes)
         return [TileWork(None, t, None, None, source=lambda tl=top, lf=left: cut(tl, lf),
                          shapes=key) for top, left in plan.boxes]
 

@@ -144,7 +144,7 @@ def admit_size(model: ServedModel, height: int, width: int, deadline_s: Optional
     estimate = estimate_seconds(model, height, width)
     if estimate is None or estimate <= deadline_s:
         return
-    hint = ("send a smaller image")
+    hint = "send a smaller image"
     if jobs_deadline_s and estimate <= jobs_deadline_s:
         hint = (f"send a smaller image, or use the asynchronous jobs API (POST /v1/jobs), "
                 f"whose deadline is {jobs_deadline_s:.0f} s")

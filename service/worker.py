@@ -99,8 +99,7 @@ class Worker(threading.Thread):
         # task, by output pixels); they rank requests and price admission
         self._times = batching.BatchTimes()
         self._io_times = batching.BatchTimes()
-        self._key_pixels: dict = {}
-        self._key_task: dict = {}
+        self._key_pixels: dict = {}      # batch key (family, task, shapes) -> tile pixels
         self._shapes: dict = {}
 
     # -- called from other threads ------------------------------------------------------
@@ -248,8 +247,9 @@ class Worker(threading.Thread):
                 sides = [self.settings.face_size]
             else:
                 tiny = max(16, self.settings.min_side)
-                full = -(-int(shape.tile / shape.zoom) // shape.multiple) * shape.multiple \
-                    if shape.tile else tiny
+                # the input side whose canvas is one full tile
+                side = shape.tile * shape.factor // shape.scale
+                full = -(-side // shape.multiple) * shape.multiple if shape.tile else tiny
                 sides = sorted({tiny, max(tiny, full)})
             for side in sides:
                 self._calibrate(task, side)
@@ -270,7 +270,6 @@ class Worker(threading.Thread):
             work = job.pending_tiles()
             key = (restorer.family, task, work[0].key)
             self._key_pixels.setdefault(key, work[0].pixels)
-            self._key_task.setdefault(key, task)
             preds = []
             for item in work:            # one at a time: the batch-of-one time
                 start = time.monotonic()
@@ -351,10 +350,10 @@ class Worker(threading.Thread):
     def _net_rate(self, task: str) -> float:
         """Seconds per canvas pixel through the network at full batches (the best
         measured over this task's keys; any task's before this one ran)."""
-        s = self.settings
-        rates = {k: self._times.predict(k, s.max_batch) / (s.max_batch * px)
-                 for k, px in self._key_pixels.items() if self._times.predict(k, s.max_batch)}
-        own = [r for k, r in rates.items() if self._key_task.get(k) == task]
+        ran = {k: px for k, px in self._key_pixels.items() if self._times.predict(k, 1)}
+        rates = {k: self._times.seconds_per_tile(k, self.settings.max_batch) / px
+                 for k, px in ran.items()}
+        own = [r for k, r in rates.items() if k[1] == task]      # key = (family, task, ...)
         if own or rates:
             return min(own or rates.values())
         return batching.DEFAULT_TILE_SECONDS / (64 * 64)
@@ -413,7 +412,6 @@ class Worker(threading.Thread):
         for k, w in enumerate(work):
             key = (family, active.task, w.key)
             self._key_pixels.setdefault(key, w.pixels)
-            self._key_task.setdefault(key, active.task)
             view = batching.QueuedTile(key=key, enqueued=now, owner=id(active),
                                        rank=active.rank)
             self._queue.append(_Queued(active, k, w, view))

@@ -106,9 +106,9 @@ class DiffIRRestorer:
         """How ``restore(..., tile=tile)`` cuts an image into DIRformer calls."""
         tiles = tiling_for(tile, self.input_multiple)
         if tiles is None:
-            return WorkShape(self.input_multiple, 1, 0, 0, 1, self.scale)
-        return WorkShape(self.input_multiple, 1, tiles.tile, tiles.overlap, 1, self.scale,
-                         whole_pixels=tiles.max_whole_pixels)
+            return WorkShape(self.input_multiple, 1, 1, 0, 0, 1, self.scale)
+        return WorkShape(self.input_multiple, 1, 1, tiles.tile, tiles.overlap, 1, self.scale,
+                         whole_pixels=tiles.max_whole_pixels, align=self.input_multiple)
 
     def plan(self, height: int, width: int, tiles: Optional[DiffIRTiling]) -> TilePlan:
         """Tile plan of a padded LQ (height, width multiples of ``input_multiple``);
