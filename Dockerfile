@@ -25,6 +25,7 @@ COPY pyproject.toml README.md ./
 COPY model ./model
 COPY service ./service
 COPY export ./export
+COPY resshift ./resshift
 # The project itself: its dependencies' bounds live in pyproject.toml.
 # hadolint ignore=DL3013
 RUN pip install ".[${EXTRAS}]"
@@ -77,6 +78,7 @@ COPY pyproject.toml README.md ./
 COPY model ./model
 COPY service ./service
 COPY export ./export
+COPY resshift ./resshift
 # The project itself: its dependencies' bounds live in pyproject.toml.
 # hadolint ignore=DL3013
 RUN pip install ".[${EXTRAS}]"

@@ -258,7 +258,7 @@ def stage_service(ctx: Context) -> dict:
                RESSHIFT_CACHE_DIR=str(ctx.work / "cache"), PYTHONUNBUFFERED="1")
     log_path = ctx.out / "service.log"
     with open(log_path, "w") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "model.cli", "serve", "--port",
+        proc = subprocess.Popen([sys.executable, "-m", "resshift", "serve", "--port",
                                  str(port)], cwd=REPO, env=env, stdout=log_file,
                                 stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"

@@ -203,7 +203,7 @@ class Server:
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "model.cli", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "resshift", "serve", "--port", str(self.port)],
             env={**os.environ, **env}, cwd=REPO, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, text=True)
 

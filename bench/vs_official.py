@@ -228,7 +228,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise SystemExit(f"the authors' code could not build the networks:\n{made['log']}")
     model_dir = work / "realsr_v3_random"
     if not (model_dir / "model.json").is_file():
-        subprocess.run([sys.executable, "-m", "model.cli", "import-official", "--preset",
+        subprocess.run([sys.executable, "-m", "resshift", "import-official", "--preset",
                         "realsr_v3", "--unet", str(weights / "unet.pth"), "--autoencoder",
                         str(weights / "autoencoder.pth"), "-o", str(model_dir)],
                        check=True, cwd=str(REPO))

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Callable, Literal, Optional
 
 from .errors import BackendUnavailable, ExportError
+from .limits import MAX_BATCH
 
 log = logging.getLogger("resshift.export")
 
@@ -51,7 +52,6 @@ KEY_FORMAT = 2
 MODULES = ("tensorrt", "tensorrt_rtx")
 MODULE_ENV = "RESSHIFT_TENSORRT_MODULE"
 RTX = "tensorrt_rtx"
-DEFAULT_MAX_BATCH = 8              # service.settings ``max_batch`` when it cannot be read
 INSTALL = ("pip install 'resshift-service[trt]' (TensorRT 10/11, on a machine with an "
            "NVIDIA GPU) or 'resshift-service[trt-rtx]' (TensorRT-RTX)")
 
@@ -253,13 +253,10 @@ def timing_cache_path(directory: Path, device: TensorRTDevice) -> Path:
 
 
 def default_max_batch() -> int:
-    """The service's default ``max_batch`` (``service.settings``): the most tiles one
-    UNet call takes, so what an engine must accept."""
-    try:
-        from service.settings import Settings
-        return int(Settings.model_fields["max_batch"].default)
-    except Exception:              # the export layer also runs without the service's deps
-        return DEFAULT_MAX_BATCH
+    """The service's default ``max_batch`` (``export.limits``, which the service's
+    settings also read): the most tiles one UNet call takes, so what an engine must
+    accept."""
+    return MAX_BATCH
 
 
 def unet_profile(h: int, w: int, max_batch: int, precision: Precision = "fp16"

@@ -1,6 +1,6 @@
 """ResShift core: schedules, networks, sampler, tiling, model directories.
 
-Public API (DESIGN.md)::
+Public API (docs/design.md)::
 
     import model
     r = model.load("models/realsr_v3", device="cpu")

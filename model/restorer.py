@@ -1,7 +1,7 @@
 """The ResShift restorer: preprocessing, tiling, the residual-shift sampler, the autoencoder.
 
 ``Restorer`` ties a configured UNet and (optional) VQGAN autoencoder to their schedule
-and exposes the Python API of DESIGN.md: ``unet``, ``autoencoder``, ``schedule``,
+and exposes the Python API of docs/design.md: ``unet``, ``autoencoder``, ``schedule``,
 ``sample`` (latent in, latent out) and ``restore`` (uint8 image in, uint8 image out).
 
 Arbitrary sizes: the LQ image is reflect-padded on the right/bottom to the model's input

@@ -1,4 +1,4 @@
 """HTTP service (FastAPI): validation, batching scheduler, worker, metrics.
 
-Built on top of ``model``; see DESIGN.md. Importing it stays cheap (no torch at import).
+Built on top of ``model``; see docs/design.md. Importing it stays cheap (no torch at import).
 """

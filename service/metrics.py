@@ -1,4 +1,4 @@
-"""Prometheus metrics with the names DESIGN.md promises, in a registry per app.
+"""Prometheus metrics with the names docs/design.md promises, in a registry per app.
 
 A registry per ``create_app`` (not the global one) lets tests build many apps in one
 process. Process metrics (CPU, memory, open fds, GC, Python info) are registered too.

@@ -18,6 +18,8 @@ from typing import Annotated, Literal, Optional
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from export.limits import MAX_BATCH
+
 
 def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
@@ -55,7 +57,7 @@ class Settings(BaseSettings):
         "use precision fp16/auto, which TF32 does not affect")
 
     # -- batching and backpressure ---------------------------------------------------
-    max_batch: int = Field(default=8, ge=1, description="latent tiles per UNet call")
+    max_batch: int = Field(default=MAX_BATCH, ge=1, description="latent tiles per UNet call")
     max_wait_ms: float = Field(default=10.0, ge=0, description="longest a tile idles for "
                                "a fuller batch")
     batch_fill: float = Field(default=2.0, ge=1.0, description="a batch takes tiles of "

@@ -11,8 +11,8 @@ on the middle pixel. With ``x`` the offset from the centre and the covariance
                          k(r) ~ omega J1(omega r) / (2 pi r), k(0) = omega^2 / (4 pi)
 
 ``random_kernel`` draws one of them with the probabilities and ranges of
-``KernelSpec`` (defaults: kernel 1 of ResShift's Real-ESRGAN training recipe, see
-``shared/reference/degradations.md`` section 4.1).
+``KernelSpec`` (defaults: kernel 1 of ResShift's Real-ESRGAN training recipe, the
+first-order blur of Wang et al., Real-ESRGAN, 2021, section 3.1).
 """
 
 from __future__ import annotations

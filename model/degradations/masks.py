@@ -1,7 +1,7 @@
 """LaMa-style random inpainting masks (ResShift ``datapipe/masks.py`` semantics).
 
 Every generator returns an HxW bool array, True = area to fill (the convention of
-``Restorer.restore``). Ranges follow ``shared/reference/degradations.md`` 4.3:
+``Restorer.restore``). Ranges follow the LaMa recipe (Suvorov et al., 2022) that ResShift trains with:
 
 * ``irregular_mask``: 1-5 strokes of 1-5 segments; segment angle 0.01 + randint(4) rad
   (2 pi - angle on even strokes), length 10 + randint(200), width 5 + randint(100).

@@ -1,7 +1,8 @@
 """The Real-ESRGAN two-stage degradation, as ResShift trains and tests with it.
 
 Given a clean HxWx3 image in [0, 1] (the GT crop) it returns the LQ image of size
-(H // sf) x (W // sf), rounded to 8 bit (see ``shared/reference/degradations.md``, 4.1):
+(H // sf) x (W // sf), rounded to 8 bit (Real-ESRGAN's second-order pipeline,
+Wang et al. 2021):
 
 1. first stage: blur with kernel 1 -> random resize (up / down / keep, mode from
    area / bilinear / bicubic) -> Gaussian or Poisson noise (colour or gray) -> JPEG;

@@ -1,7 +1,7 @@
 """``resshift train`` and ``resshift eval``: their parsers and command functions.
 
-Kept here (not in ``model/cli.py``) so the training side stays in one package;
-``model.cli.build_parser`` only calls ``add_train_parser`` / ``add_eval_parser``.
+Kept here (not in ``resshift/cli.py``) so the training side stays in one package;
+``resshift.cli.build_parser`` only calls ``add_train_parser`` / ``add_eval_parser``.
 Heavy imports (torch, the networks) happen inside the commands.
 """
 
@@ -17,12 +17,12 @@ TRAIN_EPILOG = """examples:
   resshift train configs/demo.yaml                    # the bundled demo model's recipe
   resshift train my.yaml --resume auto                # continue from the latest checkpoint
   resshift train my.yaml --lpips-weights vgg16.pth,lpips_vgg.pth
-  torchrun --nproc_per_node 8 -m model.cli train my.yaml --device cuda   # multi-GPU (DDP)
+  torchrun --nproc_per_node 8 -m resshift train my.yaml --device cuda   # multi-GPU (DDP)
 """
 
 EVAL_EPILOG = """examples:
-  resshift eval --gt ../shared/data/val_sr/gt --degradation resshift_test --seed 0
-  resshift eval --lq ../shared/data/val_sr/lq --gt ../shared/data/val_sr/gt --json out.json
+  resshift eval --gt photos/gt --degradation resshift_test --seed 0
+  resshift eval --lq pairs/lq --gt pairs/gt --json out.json
   resshift eval --model models/realsr_v3 --lq lq/ --gt gt/ --save-dir restored/
 degradations: realesrgan, realesrgan_basicsr, resshift_test, bicubic, face, face_test, blur
 """

@@ -15,7 +15,7 @@ from export.errors import BackendUnavailable
 from export.paths import ExportPaths
 from export.tensorrt import (EngineProfile, TensorRTDevice, build_engines, engine_key,
                              engine_path, probe_tensorrt, profiles_for)
-from model.cli import main
+from resshift.cli import main
 from model.imageio import decode_image
 from tests.conftest import DATA
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from model.cli import main
+from resshift.cli import main
 
 
 def test_export_onnx_demo_with_out(tmp_path, capsys, demo_restorer):

@@ -16,7 +16,7 @@ from export.backends import choose_backend, create_backend
 from export.diffir_backend import DiffIROnnxBackend
 from export.errors import BackendUnavailable
 from export.manifest import read_manifest
-from model.cli import main
+from resshift.cli import main
 from model.diffir.stepper import DiffIRJob
 from model.diffir.tiling import DiffIRTiling
 from model.imageio import decode_image

@@ -17,7 +17,7 @@ from export.errors import ExportCheckError, ExportError
 from export.manifest import read_manifest, weights_hash
 from export.onnx import TOLERANCE, check_graph, export_model_dir, export_onnx
 from export.ort import OrtGraph
-from model.cli import main
+from resshift.cli import main
 from model.restorer import pad_to_multiple
 from tests.conftest import rel_err
 from tests.model.diffir.conftest import (diffir_reference_dir, diffir_small,  # noqa: F401

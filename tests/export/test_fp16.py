@@ -169,7 +169,7 @@ def test_precision_setting_rejects_bad_strings(text, message):
 
 
 def test_cli_rejects_a_bad_precision(caplog):
-    from model.cli import main
+    from resshift.cli import main
     assert main(["export", "onnx", "demo", "--out", "/nonexistent/x",
                  "--precision", "unet=fp61"]) == 2
     assert "unknown precision 'fp61' for unet" in caplog.text

@@ -11,7 +11,7 @@ import torch
 
 from export import backends
 from export.backends import SplitBackend, TorchBackend, create_backend, resolve_precision
-from model.cli import main as cli_main
+from resshift.cli import main as cli_main
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

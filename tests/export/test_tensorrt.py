@@ -272,7 +272,7 @@ def test_rtx_builds_the_engines_once_and_finds_them_after(small, small_dir, monk
 @needs_rtx
 def test_cli_export_tensorrt_prints_a_line_per_engine_and_the_paths(small_dir, capsys,
                                                                       monkeypatch):
-    from model.cli import main
+    from resshift.cli import main
 
     monkeypatch.setenv(MODULE_ENV, "tensorrt_rtx")
     code = main(["export", "tensorrt", str(small_dir), "--max-batch", "2",

@@ -6,7 +6,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from model.cli import main
+from resshift.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from model.cli import main
+from resshift.cli import main
 from model.directory import BUNDLED
 
 from .conftest import encode, photo
@@ -50,7 +50,7 @@ def test_serve_runs_a_server_that_restores_and_stops_on_sigterm(model_dirs):
         port = s.getsockname()[1]
     env = {**os.environ, "RESSHIFT_MODELS": f"sr={model_dirs['sr']}",
            "RESSHIFT_TORCH_THREADS": "1", "RESSHIFT_TILE": "16"}
-    proc = subprocess.Popen([sys.executable, "-m", "model.cli", "serve", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "resshift", "serve", "--port", str(port)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -1,4 +1,4 @@
-"""/metrics after real requests: the DESIGN.md names exist and moved as they should."""
+"""/metrics after real requests: the docs/design.md names exist and moved as they should."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Scale-out with real processes and a real Redis: `resshift serve --role api|worker`.
 
-Each test starts the API and the workers as separate `python -m model.cli serve`
+Each test starts the API and the workers as separate `python -m resshift serve`
 processes, as a deployment would, under a key prefix of its own on the Redis at
 127.0.0.1:6379 (every key under it is deleted afterwards). The Redis-restart test runs a
 private `redis-server` on a free port instead, because it kills and restarts it.
@@ -60,7 +60,7 @@ class Serve:
         self.log_path = log_dir / f"{name}.log"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "model.cli", "serve", "--role", role, "--port",
+            [sys.executable, "-m", "resshift", "serve", "--role", role, "--port",
              str(self.port)], cwd=ROOT, env={**os.environ, **env}, stdout=self._log,
             stderr=subprocess.STDOUT)
 

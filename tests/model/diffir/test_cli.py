@@ -10,7 +10,7 @@ import yaml
 from PIL import Image
 
 import model
-from model.cli import main
+from resshift.cli import main
 from tests.conftest import rel_err
 
 

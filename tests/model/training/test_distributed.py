@@ -26,7 +26,7 @@ def test_torchrun_two_cpu_ranks(tmp_path, image_dir):
     cfg.write_text(yaml.safe_dump(recipe))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--standalone", "-m", "model.cli", "train", str(cfg), "-q"]
+           "--standalone", "-m", "resshift", "train", str(cfg), "-q"]
     done = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[3], env=env,
                           capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import model
-from model.cli import main
+from resshift.cli import main
 from model.config import config_from_official
 from model.directory import build_networks
 from model.restorer import Restorer

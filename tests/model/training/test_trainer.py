@@ -101,7 +101,7 @@ def test_skip_policy_counts_small_images(tmp_path, image_dir):
 
 
 def test_grad_accumulation_and_the_cli(tmp_path, image_dir, capsys):
-    from model.cli import main
+    from resshift.cli import main
     recipe = tiny_recipe(tmp_path, image_dir, steps=2, grad_accum=2, val_every=0)
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(yaml.safe_dump(recipe))

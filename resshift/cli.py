@@ -583,6 +583,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     return int(args.func(args) or 0)
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
