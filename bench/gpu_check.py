@@ -226,7 +226,7 @@ def stage_throughput(ctx: Context) -> dict:
 def _large_restore(ctx: Context) -> dict:
     """One 256 -> 1024 restore (tiled: latent tiles of 64, VAE tiles) on the default
     backend, timed after a warm-up at the same shape."""
-    from export.backends import create_backend
+    from export.families import create_backend
 
     side = 64 if ctx.dry_run else 256
     backend = create_backend("auto", ctx.restorer, model_dir=ctx.model_dir, precision="auto")

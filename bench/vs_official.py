@@ -121,7 +121,7 @@ def project_time(model_dir: Path, image: Path, threads: int, repeats: int, backe
     torch.set_num_threads(threads)
     sys.path.insert(0, str(REPO))
     import model
-    from export.backends import create_backend
+    from export.families import create_backend
     restorer = model.load(model_dir)
     used = create_backend(backend, restorer, model_dir=model_dir, tile=None, precision=precision)
     restorer = restorer.using(used)

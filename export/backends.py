@@ -4,6 +4,7 @@ A :class:`Backend` runs the UNet on a batch (as the sampler's denoiser callable,
 ``model.sampler``), the VQGAN encoder and the decoder. The one sampler and the
 restorer's pre/post-processing stay the same for every backend::
 
+    from export.families import create_backend
     backend = create_backend("onnxruntime", restorer, model_dir="models/realsr_v3")
     image = restorer.using(backend).restore(lq, seed=1)
 
@@ -15,9 +16,9 @@ restorer's pre/post-processing stay the same for every backend::
 ``tensorrt``    fp16 engines built from the fp16 ONNX graphs (``export.tensorrt``; on
                 the restorer's CUDA device, ``export.trt_runtime``); without a TensorRT
                 module or a CUDA GPU, ``BackendUnavailable`` saying what is missing.
-``auto``        the fastest usable one, see :func:`choose_backend` (onnxruntime on
-                this CPU: measured faster than torch float32; on a bf16 CPU with the
-                decoder on torch bf16, :class:`SplitBackend`).
+``auto``        the fastest usable one (``export.families.choose_backend``: on the CPU
+                onnxruntime, with the decoder on torch bf16 on a bf16 CPU,
+                :class:`SplitBackend`; measured in docs/benchmarks.md).
 
 Precision (:data:`PRECISIONS`, :func:`resolve_precision`) is what the torch-run
 networks use: ``auto`` is fp16 on CUDA, bf16 on CPUs with AMX-BF16 / AVX512-BF16, fp32
@@ -25,7 +26,7 @@ elsewhere. TF32 for float32 work on CUDA is its own switch (:func:`apply_tf32`),
 once when a backend for a CUDA restorer is created.
 
 Graphs are always exported from a float32 CPU copy of the modules
-(:func:`export_copy`), whatever device the restorer serves on.
+(``export.store.export_copy``), whatever device the restorer serves on.
 
 The tiled VAE (images larger than one VAE tile) shares GroupNorm statistics across
 tiles through hooks on the torch modules, so it always runs on torch; a backend's
@@ -37,8 +38,6 @@ DiffIR models take torch or onnxruntime; their onnxruntime backend answers
 
 from __future__ import annotations
 
-import copy
-import importlib.util
 import logging
 from pathlib import Path
 from typing import Callable, Optional, Protocol
@@ -47,15 +46,17 @@ import torch
 
 from model.sampler import Denoiser
 
-from .errors import BackendUnavailable
+from .errors import BackendUnavailable, ExportError
+from .ort import CUDA_EP, OnnxDenoiser
+from .ort_sessions import OrtSessions
 from .store import OnnxStore
+from .tensorrt import (EngineBuilder, default_max_batch, probe_tensorrt, profiles_for,
+                       unet_profile)
+from .trt_runtime import open_engine
 
 log = logging.getLogger("resshift.export")
 
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
-ORT_INSTALL = ("pip install 'resshift-service[onnx]' (CPU) or 'resshift-service[gpu]' "
-               "(onnxruntime-gpu)")
-CUDA_EP, CPU_EP = "CUDAExecutionProvider", "CPUExecutionProvider"
 PRECISIONS = ("auto", "fp32", "bf16", "bf16-all", "fp16")
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
@@ -138,11 +139,8 @@ class TorchBackend:
                   the VQGAN decoder after the codebook lookup, and the UNet of
                   pixel-space models. Everything upstream of a codebook (encoder, UNet
                   of latent models) stays float32: bf16's 0.4 % rounding there flips
-                  nearest-codebook choices, which the decoded image shows (measured on
-                  the small reference model, RealSet80 64 -> 256 crops: 19 dB with
-                  only the UNet in bf16, 20 dB with only the encoder, 19-22 dB with
-                  all three, 45 dB with only the decoder; the demo's pixel-space UNet
-                  in bf16: 56-58 dB).
+                  nearest-codebook choices, which the decoded image shows (measured:
+                  docs/benchmarks.md, "CPU backends and precision").
     ``bf16-all``  bf16 for the UNet, encoder and decoder (the speed ceiling; fails the
                   40 dB bound on latent models, see above).
     ``fp16``      ``torch.autocast(device, float16)`` + channels-last for the UNet,
@@ -235,26 +233,6 @@ class TorchBackend:
                 f"{', '.join(parts) or 'nothing'}, float32 otherwise)")
 
 
-def select_providers(device: torch.device | str, available: list[str]) -> list[str]:
-    """CUDA then CPU when ``available`` (onnxruntime's providers) has the CUDA provider
-    and ``device`` is a GPU; CPU otherwise. The CPU provider stays second on CUDA for
-    the few ops the CUDA provider lacks (shape arithmetic). Which GPU is the session's
-    ``device_id``: ``export.ort.session_providers``."""
-    cuda = CUDA_EP in available and torch.device(device).type == "cuda"
-    return [CUDA_EP, CPU_EP] if cuda else [CPU_EP]
-
-
-def ort_providers(device: torch.device) -> list[str]:
-    """:func:`select_providers` with onnxruntime's available providers.
-    BackendUnavailable without onnxruntime."""
-    if importlib.util.find_spec("onnxruntime") is None:
-        raise BackendUnavailable(f"the onnxruntime backend needs onnxruntime and onnx; "
-                                 f"install with {ORT_INSTALL}")
-    import onnxruntime
-
-    return select_providers(device, onnxruntime.get_available_providers())
-
-
 def apply_tf32(enabled: bool) -> dict[str, str]:
     """Make TF32 for float32 CUDA convolutions and matmuls what ``enabled`` says, and
     return the settings now in force (for the log line).
@@ -278,75 +256,6 @@ def apply_tf32(enabled: bool) -> dict[str, str]:
             "cuda.matmul.allow_tf32": str(torch.backends.cuda.matmul.allow_tf32)}
 
 
-def export_copy(restorer):
-    """The restorer with float32 CPU copies of its modules, for tracing exports.
-
-    Export tracing builds CPU sample inputs; tracing the live modules of a CUDA (or
-    half-precision) restorer with them fails on a device mismatch. The copy is made
-    tensor by tensor straight to the CPU (no second set of weights on the GPU); the
-    live modules are not moved. A float32 CPU restorer is returned as it is. The
-    weights hash of the copy equals the live one's for float32 weights, so graph
-    folders stay shared between CPU and GPU workers.
-    """
-    modules = {k: m for k, m in vars(restorer).items() if isinstance(m, torch.nn.Module)}
-    tensors = [t for m in modules.values() for t in (*m.parameters(), *m.buffers())]
-    if restorer.device.type == "cpu" and all(t.device.type == "cpu" and (
-            not t.is_floating_point() or t.dtype == torch.float32) for t in tensors):
-        return restorer
-
-    def cpu32(t: torch.Tensor) -> torch.Tensor:
-        t = t.detach().to("cpu")
-        return t.float() if t.is_floating_point() else t.clone()
-    view = copy.copy(restorer)
-    for key, module in modules.items():
-        # deepcopy with every parameter and buffer pre-seeded in the memo by its CPU
-        # float32 twin: the module structure is copied, the tensors never duplicated on
-        # the GPU
-        memo: dict[int, object] = {}
-        for p in module.parameters():
-            memo[id(p)] = torch.nn.Parameter(cpu32(p), requires_grad=False)
-        for b in module.buffers():
-            memo[id(b)] = cpu32(b)
-        twin = copy.deepcopy(module, memo)
-        if getattr(twin, "dtype", None) == torch.float16:     # SwinUNet(use_fp16=True)
-            twin.dtype = torch.float32
-        setattr(view, key, twin.eval())
-    view.device = torch.device("cpu")
-    view.backend = None
-    return view
-
-
-class OrtSessions:
-    """onnxruntime sessions over a store that exports and checks graphs on demand, one
-    session per graph, opened on first use. Subclasses pick the store."""
-
-    name = "onnxruntime"
-    store_class: type = OnnxStore     # subclasses with other graphs give their own store
-
-    def __init__(self, restorer, model_dir: str | Path | None = None,
-                 threads: Optional[int] = None, cache: Optional[Path] = None,
-                 tf32: bool = False):
-        if importlib.util.find_spec("onnx") is None:
-            raise BackendUnavailable(f"the onnxruntime backend exports graphs with the onnx "
-                                     f"package; install with {ORT_INSTALL}")
-        self.providers = ort_providers(restorer.device)
-        self.restorer = restorer.using(None)
-        self.device = restorer.device
-        self.tf32 = tf32
-        # exports trace a float32 CPU copy; the live (maybe CUDA) modules stay put
-        self.store = self.store_class(export_copy(self.restorer), model_dir, cache)
-        self.threads = threads
-        self._sessions: dict[str, object] = {}
-
-    def _session(self, key: str, path_fn):
-        from .ort import OrtGraph
-
-        if key not in self._sessions:
-            self._sessions[key] = OrtGraph(path_fn(), self.threads, self.providers,
-                                           device=self.device, tf32=self.tf32)
-        return self._sessions[key]
-
-
 class OnnxRuntimeBackend(OrtSessions):
     """onnxruntime sessions over the restorer's checked ONNX graphs (float32).
 
@@ -357,8 +266,6 @@ class OnnxRuntimeBackend(OrtSessions):
     store_class = OnnxStore
 
     def denoiser(self) -> Denoiser:
-        from .ort import OnnxDenoiser
-
         per_shape: dict[tuple[int, int], OnnxDenoiser] = {}
         predict_type = self.restorer.predict_type
 
@@ -460,8 +367,6 @@ class TensorRTBackend:
                  max_batch: Optional[int] = None, precision: str = "fp16",
                  compute_capability: Optional[str] = None, module: Optional[str] = None,
                  optimization_level: Optional[int] = None):
-        from .tensorrt import EngineBuilder, default_max_batch, probe_tensorrt, profiles_for
-
         device = torch.device(restorer.device)
         # fail fast, before exporting any ONNX graph: module, GPU, a target it can build
         self.info = probe_tensorrt(compute_capability, module,
@@ -486,12 +391,8 @@ class TensorRTBackend:
     def _engine(self, graph: str, size: Optional[tuple[int, int]] = None):
         """The opened engine of ``graph``; a UNet graph (``size``: its latent h, w) not
         built yet is built now."""
-        from .trt_runtime import open_engine
-
         if graph not in self._open:
             if graph not in self.paths:
-                from .tensorrt import unet_profile
-
                 log.info("building the TensorRT engine for %dx%d latent tiles (first use)",
                          *size)
                 profile = unet_profile(*size, self.max_batch, self.precision)
@@ -504,8 +405,6 @@ class TensorRTBackend:
         return self._engine(f"unet_t{h}" if h == w else f"unet_t{h}x{w}", (h, w))
 
     def denoiser(self) -> Denoiser:
-        from .errors import ExportError
-
         residual = self.restorer.predict_type == "residual"
 
         def run(x: torch.Tensor, t: torch.Tensor, lq, mask) -> torch.Tensor:
@@ -571,116 +470,3 @@ class TensorRTBackend:
         return (f"tensorrt ({d.module} {d.tensorrt_version}, {gpu}, sm {d.compute_capability}"
                 f", {self.precision} engines, batch 1-{self.max_batch}, in "
                 f"{self.builder.directory})")
-
-
-def choose_backend(restorer, precision: str = "fp32") -> tuple[str, str]:
-    """(backend name, why) for ``auto``: tensorrt when usable, else onnxruntime (with the
-    CUDA provider when the restorer is on a GPU and onnxruntime has it), else torch.
-
-    On the CPU onnxruntime float32 was measured faster than eager torch float32 (one
-    thread, this repository's 2-core VMs): full-size realsr_v3 UNet step at a 64 latent
-    tile 0.53 s vs 0.80 s, VQGAN decoder 64 -> 256 3.1 s vs 5.0 s; the demo model's
-    64 -> 256 restore 0.63 s vs 1.23 s, same image. With ``precision`` bf16 (a CPU with
-    AMX / AVX512-BF16) ``create_backend`` pairs onnxruntime's encoder and UNet with
-    torch's bf16 decoder (:class:`SplitBackend`): full-size realsr_v3 64 -> 256, 2
-    threads, 3.2 s vs torch float32 4.5 s, torch bf16 4.1 s, onnxruntime alone 3.8 s
-    (1 thread: 5.4 s vs torch float32 9.4 s). torch.compile of the float32 encoder
-    (inductor, freezing) took 1.87 s vs onnxruntime's 1.7 s and eager 2.46 s (1 thread)
-    after a 39 s compile, so it is not used. The demo's pixel-space UNet: onnxruntime
-    float32 0.027 s per 16 -> 64 image vs torch bf16 0.035 s: onnxruntime stays its pick.
-    """
-    from .tensorrt import unavailable_reason
-
-    if getattr(restorer, "family", "resshift") == "diffir":
-        from .diffir_backend import choose_diffir_backend
-        return choose_diffir_backend(restorer)
-    if getattr(restorer, "family", "resshift") != "resshift":
-        return "torch", f"{restorer.family} models run on torch only"
-    try:
-        providers = ort_providers(restorer.device)
-    except BackendUnavailable:
-        providers = []
-    has_onnx = importlib.util.find_spec("onnx") is not None
-    if restorer.device.type != "cuda":
-        if providers and has_onnx:
-            if precision.startswith("bf16") and getattr(restorer, "latent", False):
-                return "onnxruntime", ("on a bf16 CPU onnxruntime float32 encoder and UNet "
-                                       "with the torch bf16 decoder are the fastest mix "
-                                       "within 40 dB of float32 (measured)")
-            return "onnxruntime", ("on the CPU onnxruntime float32 runs these models about "
-                                   "1.5-2x faster than torch float32 (measured)")
-        return "torch", f"on the CPU without onnxruntime and onnx ({ORT_INSTALL})"
-    why_not_trt = unavailable_reason()
-    if why_not_trt is None:
-        return "tensorrt", "TensorRT and a CUDA GPU are available"
-    if precision == "fp16":
-        # the onnxruntime graphs are float32; torch's fp16 autocast uses tensor cores
-        return "torch", (f"fp16 autocast on CUDA (onnxruntime graphs are float32); "
-                         f"tensorrt: {why_not_trt}")
-    if CUDA_EP in providers and has_onnx:
-        return "onnxruntime", f"onnxruntime has the CUDA provider; tensorrt: {why_not_trt}"
-    return "torch", f"tensorrt: {why_not_trt}; onnxruntime has no CUDA provider"
-
-
-def create_backend(name: str, restorer, model_dir: str | Path | None = None,
-                   tile: Optional[int] = None, cache: Optional[Path] = None,
-                   precision: str = "fp32", tf32: bool = False,
-                   max_batch: Optional[int] = None) -> Backend:
-    """The backend ``name`` (one of :data:`BACKENDS`) for ``restorer``; ``auto`` logs
-    what it picked and why. Raises ``BackendUnavailable`` saying what to install.
-
-    precision (one of :data:`PRECISIONS`; ``auto`` logs what it resolved to): what the
-    torch-run networks use. With ``bf16`` the onnxruntime backend of a latent model
-    decodes on torch bf16 (:class:`SplitBackend`); its graphs stay float32.
-    tf32: TF32 for float32 CUDA work (torch and onnxruntime's CUDA provider), applied
-    here for a CUDA restorer (:func:`apply_tf32`). max_batch: the largest batch the
-    caller will run (the TensorRT profiles' upper bound)."""
-    if name not in BACKENDS:
-        raise BackendUnavailable(f"unknown backend {name!r}; use one of {', '.join(BACKENDS)}")
-    if restorer.device.type == "cuda":
-        log.info("TF32 %s for float32 CUDA work: %s", "on" if tf32 else "off",
-                 ", ".join(f"{k}={v}" for k, v in apply_tf32(tf32).items()))
-    asked = precision
-    precision, why_precision = resolve_precision(precision, restorer.device)
-    family = getattr(restorer, "family", "resshift")
-    if family != "resshift" and precision != "fp32":
-        if asked != "auto":
-            raise BackendUnavailable(f"precision {asked} is for ResShift models; {family} "
-                                     f"models run in fp32 (--precision fp32)")
-        precision, why_precision = "fp32", f"{family} models run in fp32"
-    if asked == "auto":
-        log.info("precision auto -> %s: %s", precision, why_precision)
-    auto = name == "auto"
-    if auto:
-        name, why = choose_backend(restorer, precision)
-        log.info("backend auto -> %s: %s", name, why)
-    if name == "tensorrt" and auto:
-        # engines that cannot be built or opened here must not stop an automatic choice:
-        # say why once and go on with what runs without TensorRT
-        try:
-            return _tensorrt(restorer, model_dir, tile, cache, max_batch)
-        except BackendUnavailable as exc:
-            name = "torch" if precision == "fp16" else "onnxruntime"
-            log.warning("backend auto: tensorrt failed (%s); using %s instead", exc, name)
-    if name == "torch":
-        return TorchBackend(restorer, precision)
-    if family == "diffir" and name == "onnxruntime":
-        from .diffir_backend import DiffIROnnxBackend
-        return DiffIROnnxBackend(restorer, model_dir, cache=cache, tf32=tf32)
-    if family != "resshift":
-        which = "torch or onnxruntime backends" if family == "diffir" else "torch backend"
-        raise BackendUnavailable(f"{family} models run on the {which} only (--backend torch)")
-    if name == "onnxruntime":
-        ort = OnnxRuntimeBackend(restorer, model_dir, cache=cache, tf32=tf32)
-        # a graph failing its export check runs on torch, logged once (export.fallback)
-        from .fallback import TorchFallback
-        ort = TorchFallback(ort, restorer, precision)
-        if precision.startswith("bf16") and getattr(restorer, "latent", False):
-            return SplitBackend(ort, TorchBackend(restorer, "bf16"))
-        return ort
-    return _tensorrt(restorer, model_dir, tile, cache, max_batch)
-
-
-def _tensorrt(restorer, model_dir, tile, cache, max_batch) -> "TensorRTBackend":
-    engine_batch = {} if max_batch is None else {"max_batch": int(max_batch)}
-    return TensorRTBackend(restorer, model_dir, tile, cache=cache, **engine_batch)

@@ -147,7 +147,7 @@ def run_bench(restorer, configs: Sequence[str], batches: Sequence[int],
               cache: Optional[Path] = None,
               progress: Callable[[str], None] = lambda line: None) -> list[BenchRow]:
     """Every configuration x tile x batch. progress: one line per finished row."""
-    from .backends import create_backend
+    from .families import create_backend
 
     rows = []
     for config in configs:

@@ -1,5 +1,6 @@
 """DiffIR S2 on onnxruntime: the store of its two graphs and the backend that runs them.
 
+    from export.families import create_backend
     backend = create_backend("onnxruntime", restorer, model_dir="models/diffir_x4")
     sr = restorer.using(backend).restore(image, seed=0)
 
@@ -33,10 +34,15 @@ from typing import Optional
 
 import torch
 
-from .backends import CUDA_EP, ORT_INSTALL, OrtSessions, ort_providers
+from model.diffir.restorer import DiffIRRestorer
+
 from .diffir_graph import DIRFORMER_GRAPH, GRAPH_NAME, diffir_graph, dirformer_graph
+from .diffir_onnx import export_diffir, export_size
 from .errors import BackendUnavailable
 from .manifest import weights_hash, write_manifest
+from .onnx import write_graph
+from .ort import CUDA_EP, ORT_INSTALL, ort_providers
+from .ort_sessions import OrtSessions
 from .paths import ExportPaths
 from .store import OnnxStore
 
@@ -48,8 +54,9 @@ class DiffIROnnxStore(OnnxStore):
 
     def __init__(self, restorer, model_dir: str | Path | None = None,
                  cache: Optional[Path] = None):
-        if getattr(restorer, "family", None) != "diffir":
-            raise BackendUnavailable("DiffIROnnxStore takes DiffIR restorers")
+        if not isinstance(restorer, DiffIRRestorer):
+            raise BackendUnavailable(f"DiffIROnnxStore takes DiffIR restorers, not a "
+                                     f"{type(restorer).__name__}")
         self.restorer = restorer
         self.weights = weights_hash([restorer.network])
         self.cache = cache
@@ -64,9 +71,6 @@ class DiffIROnnxStore(OnnxStore):
         return self._graph(DIRFORMER_GRAPH, None)
 
     def _export(self, name: str, tile: Optional[tuple[int, int]]) -> None:
-        from .diffir_onnx import export_diffir, export_size
-        from .onnx import write_graph
-
         r = self.restorer
         log.info("exporting %s of %s to %s (first use; checked against torch)", name,
                  r.name, self.directory)
@@ -117,16 +121,9 @@ class DiffIROnnxBackend(OrtSessions):
 
 
 def choose_diffir_backend(restorer) -> tuple[str, str]:
-    """(backend name, why) for ``auto`` with a DiffIR model.
-
-    CPU: onnxruntime when it and onnx are installed. Measured on this repository's 2-core
-    VM, full-size realsr_x4 (``bench.bench_core.full_size_diffir``, 25M parameters,
-    random weights), LQ 64x64 -> 256x256 whole (``sample`` vs ``diffir_s2.onnx``), one
-    thread, ``nice -n 15``: torch float32 1.27 s, onnxruntime 0.81 s (best of 5; a run
-    beside another job: 1.53 s vs 1.30 s). The first use exports and checks the graph
-    once (19 s for the full-size model: 6 s export, 13 s check). GPU: torch, as nothing
-    else is measured there.
-    """
+    """(backend name, why) for ``auto`` with a DiffIR model: onnxruntime on the CPU when
+    it and onnx are installed (about 1.5x torch float32 there, docs/diffir.md); torch on
+    a GPU, the only path measured there. The first use exports and checks the graph."""
     if restorer.device.type == "cuda":
         return "torch", "DiffIR on a GPU: only torch is measured and supported there"
     try:

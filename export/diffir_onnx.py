@@ -1,12 +1,12 @@
 """ONNX export of a DiffIR S2 model: its one graph (``export.diffir_graph``) + manifest.
 
-    from export.onnx import export_model_dir
+    from export.families import export_model_dir
     export_model_dir("models/diffir_x4")          # -> models/diffir_x4/onnx/diffir_s2.onnx
 
-``export.onnx.export_onnx`` hands DiffIR restorers (``family == "diffir"``) to
-:func:`export_diffir`; the graph goes through the same writer as ResShift's (checker,
-standard domains only, onnxruntime vs float32 torch below ``tolerance`` at two batch
-sizes and two spatial sizes, else ExportCheckError and no file). The manifest has the
+``export.families.export_onnx`` hands DiffIR restorers to :func:`export_diffir`; the
+graph goes through the same writer as ResShift's (checker, standard domains only,
+onnxruntime vs float32 torch below ``tolerance`` at two batch sizes and two spatial
+sizes, else ExportCheckError and no file). The manifest has the
 ResShift layout with ``model.family = "diffir"`` and ``tiles`` empty: the graph is
 spatially dynamic, so there are no per-tile graphs.
 """

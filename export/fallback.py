@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 
+from .backends import TorchBackend
 from .errors import ExportCheckError
 
 log = logging.getLogger("resshift.export")
@@ -43,8 +44,6 @@ class TorchFallback:
     any part whose graph fails its check. Other attributes are ``inner``'s."""
 
     def __init__(self, inner, restorer, precision: str = "fp32"):
-        from .backends import TorchBackend
-
         self.inner = inner
         self.torch = TorchBackend(restorer, precision)
         self.name = inner.name

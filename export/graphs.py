@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from .errors import ExportError
+from .fp16 import graph_file
 
 Inputs = dict[str, torch.Tensor]
 
@@ -64,7 +65,6 @@ class GraphSpec:
 
     def file_for(self, precision: str = "fp32") -> str:
         """``unet_t64.onnx`` (fp32) or ``unet_t64.fp16.onnx`` (``export.fp16.graph_file``)."""
-        from .fp16 import graph_file
         return graph_file(self.name, precision)
 
 

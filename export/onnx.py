@@ -1,6 +1,6 @@
 """ONNX export of a restorer's networks, each graph checked with onnxruntime on writing.
 
-    from export.onnx import export_model_dir
+    from export.families import export_model_dir
     result = export_model_dir("models/realsr_v3", tiles=[64, 128])   # -> models/realsr_v3/onnx/
 
 Writes ``unet_t{N}.onnx`` per latent tile size ``N`` and, for latent models,
@@ -220,24 +220,18 @@ def graph_specs(restorer, tiles: Sequence[int]) -> list[GraphSpec]:
     return specs
 
 
-def export_onnx(restorer, directory: str | Path, tiles: Sequence[int] = (64,),
-                opset: int = DEFAULT_OPSET, tolerance: float = TOLERANCE, seed: int = 0,
-                progress: Optional[Progress] = None,
-                precisions: "GraphPrecisions | str | None" = None,
-                limits: Optional[Limits] = None) -> OnnxExport:
+def export_resshift(restorer, directory: str | Path, tiles: Sequence[int] = (64,),
+                    opset: int = DEFAULT_OPSET, tolerance: float = TOLERANCE, seed: int = 0,
+                    progress: Optional[Progress] = None,
+                    precisions: "GraphPrecisions | str | None" = None,
+                    limits: Optional[Limits] = None) -> OnnxExport:
     """Export every graph of ``restorer`` (a ``model.restorer.Restorer``) into
     ``directory`` and write its manifest.json. ``tiles``: latent tile sides, positive
     multiples of ``restorer.latent_unit``. ``precisions``: which graphs also get a
     float16 twin (``export.fp16.GraphPrecisions`` or its string; default none).
     ``limits``: a check table replacing ``export.fidelity.CHECK_LIMITS``.
-    ``progress(done, total, record)`` is called after each checked graph. A DiffIR
-    restorer (``family == "diffir"``) exports its one dynamic graph instead
-    (``export.diffir_onnx``; ``tiles``: at most one LQ size)."""
-    if getattr(restorer, "family", "resshift") == "diffir":
-        from .diffir_onnx import export_diffir
-        if precisions is not None and GraphPrecisions.parse(precisions).any_fp16:
-            raise ExportError("float16 graphs are exported for ResShift models only")
-        return export_diffir(restorer, directory, tiles, opset, tolerance, seed, progress)
+    ``progress(done, total, record)`` is called after each checked graph.
+    ``export.families.export_onnx`` calls this for ResShift restorers."""
     if not MIN_OPSET <= int(opset) <= MAX_OPSET:
         raise ExportError(f"opset {opset} is not supported: use {MIN_OPSET} to {MAX_OPSET}")
     for module in (restorer.unet, restorer.autoencoder):
@@ -290,21 +284,3 @@ def base_manifest(restorer, tiles: Sequence[int], opset: int = DEFAULT_OPSET,
 def default_out_dir(model_dir: str | Path) -> Path:
     """MODEL_DIR/onnx: exports live beside the model files, never over them."""
     return resolve_model_dir(model_dir) / "onnx"
-
-
-def export_model_dir(model_dir: str | Path, out: str | Path | None = None,
-                     tiles: Sequence[int] = (64,), opset: int = DEFAULT_OPSET,
-                     tolerance: float = TOLERANCE,
-                     progress: Optional[Progress] = None,
-                     precisions: "GraphPrecisions | str | None" = None) -> OnnxExport:
-    """Load a model directory (or bundled name) on the CPU in float32 and export it to
-    ``out`` (default ``MODEL_DIR/onnx``); ``precisions`` as :func:`export_onnx`."""
-    import model
-
-    restorer = model.load(model_dir, device="cpu")
-    target = Path(out) if out is not None else default_out_dir(model_dir)
-    if target.resolve() == resolve_model_dir(model_dir).resolve():
-        raise ExportError("refusing to export into the model directory itself; use "
-                          "MODEL_DIR/onnx or another --out")
-    return export_onnx(restorer, target, tiles, opset, tolerance, progress=progress,
-                       precisions=precisions)

@@ -12,6 +12,7 @@ On the CPU numpy feeds are used (as fast as binding there, measured; see ``OrtGr
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -22,6 +23,8 @@ from .errors import BackendUnavailable, ExportError
 
 CPU = ("CPUExecutionProvider",)
 CUDA_EP, CPU_EP = "CUDAExecutionProvider", "CPUExecutionProvider"
+ORT_INSTALL = ("pip install 'resshift-service[onnx]' (CPU) or 'resshift-service[gpu]' "
+               "(onnxruntime-gpu)")
 
 # ONNX tensor element types (session.get_inputs()[i].type) -> torch dtypes
 _TORCH_TYPES = {"tensor(float)": torch.float32, "tensor(float16)": torch.float16,
@@ -42,6 +45,26 @@ def rel_err(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float
     denom = float(b.norm())
     diff = float((a - b).norm())
     return diff / denom if denom > 0 else (0.0 if diff == 0 else float("inf"))
+
+
+def select_providers(device: torch.device | str, available: list[str]) -> list[str]:
+    """CUDA then CPU when ``available`` (onnxruntime's providers) has the CUDA provider
+    and ``device`` is a GPU; CPU otherwise. The CPU provider stays second on CUDA for
+    the few ops the CUDA provider lacks (shape arithmetic). Which GPU is the session's
+    ``device_id``: ``export.ort.session_providers``."""
+    cuda = CUDA_EP in available and torch.device(device).type == "cuda"
+    return [CUDA_EP, CPU_EP] if cuda else [CPU_EP]
+
+
+def ort_providers(device: torch.device) -> list[str]:
+    """:func:`select_providers` with onnxruntime's available providers.
+    BackendUnavailable without onnxruntime."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise BackendUnavailable(f"the onnxruntime backend needs onnxruntime and onnx; "
+                                 f"install with {ORT_INSTALL}")
+    import onnxruntime
+
+    return select_providers(device, onnxruntime.get_available_providers())
 
 
 def device_index(device: torch.device | str, current: int = 0) -> int:

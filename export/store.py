@@ -27,14 +27,20 @@ DiffIR models have their own two graphs: ``export.diffir_backend.DiffIROnnxStore
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Optional
+
+import torch
+
+from model.restorer import Restorer
 
 from .errors import BackendUnavailable, ExportError
 from .fp16 import FP32, PRECISION_NAMES, GraphPrecisions
 from .graphs import decoder_graph, encoder_graph, unet_graph
 from .manifest import FORMAT_VERSION, MANIFEST, read_manifest, weights_hash, write_manifest
+from .onnx import base_manifest, write_graph
 from .paths import ExportPaths
 
 log = logging.getLogger("resshift.export")
@@ -53,9 +59,9 @@ class OnnxStore:
                  cache: Optional[Path] = None,
                  precisions: "GraphPrecisions | str | None" = None,
                  limits: Optional[dict] = None):
-        if getattr(restorer, "family", "resshift") != "resshift":
-            raise BackendUnavailable(f"OnnxStore holds ResShift graphs, not {restorer.family} "
-                                     f"ones (DiffIR: export.diffir_backend.DiffIROnnxStore)")
+        if not isinstance(restorer, Restorer):
+            raise BackendUnavailable(f"OnnxStore holds ResShift graphs, not those of a "
+                                     f"{type(restorer).__name__}")
         self.restorer = restorer
         self.weights = weights_hash([restorer.unet, restorer.autoencoder])
         self.cache = cache
@@ -148,8 +154,6 @@ class OnnxStore:
 
     def _export(self, name: str, tile: Optional[tuple[int, int]], precision: str = FP32
                 ) -> None:
-        from .onnx import base_manifest, write_graph
-
         r = self.restorer
         m = self.manifest()
         log.info("exporting %s (%s) of %s to %s (first use; checked against torch)", name,
@@ -174,3 +178,41 @@ class OnnxStore:
         if tile is not None and tile[0] == tile[1]:
             m["tiles"] = sorted(set(m["tiles"]) | {tile[0]})
         write_manifest(self.directory, m)
+
+
+def export_copy(restorer):
+    """The restorer with float32 CPU copies of its modules, for tracing exports.
+
+    Export tracing builds CPU sample inputs; tracing the live modules of a CUDA (or
+    half-precision) restorer with them fails on a device mismatch. The copy is made
+    tensor by tensor straight to the CPU (no second set of weights on the GPU); the
+    live modules are not moved. A float32 CPU restorer is returned as it is. The
+    weights hash of the copy equals the live one's for float32 weights, so graph
+    folders stay shared between CPU and GPU workers.
+    """
+    modules = {k: m for k, m in vars(restorer).items() if isinstance(m, torch.nn.Module)}
+    tensors = [t for m in modules.values() for t in (*m.parameters(), *m.buffers())]
+    if restorer.device.type == "cpu" and all(t.device.type == "cpu" and (
+            not t.is_floating_point() or t.dtype == torch.float32) for t in tensors):
+        return restorer
+
+    def cpu32(t: torch.Tensor) -> torch.Tensor:
+        t = t.detach().to("cpu")
+        return t.float() if t.is_floating_point() else t.clone()
+    view = copy.copy(restorer)
+    for key, module in modules.items():
+        # deepcopy with every parameter and buffer pre-seeded in the memo by its CPU
+        # float32 twin: the module structure is copied, the tensors never duplicated on
+        # the GPU
+        memo: dict[int, object] = {}
+        for p in module.parameters():
+            memo[id(p)] = torch.nn.Parameter(cpu32(p), requires_grad=False)
+        for b in module.buffers():
+            memo[id(b)] = cpu32(b)
+        twin = copy.deepcopy(module, memo)
+        if getattr(twin, "dtype", None) == torch.float16:     # SwinUNet(use_fp16=True)
+            twin.dtype = torch.float32
+        setattr(view, key, twin.eval())
+    view.device = torch.device("cpu")
+    view.backend = None
+    return view

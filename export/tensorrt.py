@@ -44,6 +44,8 @@ from typing import Callable, Literal, Optional
 
 from .errors import BackendUnavailable, ExportError
 from .limits import MAX_BATCH
+from .manifest import file_hash
+from .store import OnnxStore, export_copy
 
 log = logging.getLogger("resshift.export")
 
@@ -514,9 +516,6 @@ class EngineBuilder:
                  cache: Optional[Path] = None, compute_capability: Optional[str] = None,
                  module: Optional[str] = None, optimization_level: Optional[int] = None,
                  device=None, progress: Optional[Progress] = None):
-        from .backends import export_copy
-        from .store import OnnxStore
-
         self.store = OnnxStore(export_copy(restorer), model_dir, cache)
         self.recipe = BuildRecipe(True, optimization_level)
         self.progress = progress or (lambda line: log.info("%s", line))
@@ -535,8 +534,6 @@ class EngineBuilder:
 
     def path_for(self, profile: EngineProfile) -> Path:
         """The engine file of ``profile`` (exports the ONNX graph when missing)."""
-        from .manifest import file_hash
-
         graph = onnx_graph(self.store, profile)
         return engine_path(self.directory, self.store.weights, self.device, profile,
                            file_hash(graph), self.recipe)

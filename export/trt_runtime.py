@@ -27,6 +27,7 @@ from typing import Optional, Sequence
 import torch
 
 from .errors import ExportError
+from .tensorrt import resolve_tensorrt_module, trt_logger
 
 
 # TensorRT DataType member name -> torch dtype (the same names in tensorrt and
@@ -85,8 +86,6 @@ class TRTEngine:
     """One engine and its execution context on ``device`` (a CUDA torch device)."""
 
     def __init__(self, path: str | Path, device: torch.device | str, module=None):
-        from .tensorrt import resolve_tensorrt_module, trt_logger
-
         self.path = Path(path)
         self.device = torch.device(device)
         if self.device.type != "cuda":
@@ -167,5 +166,4 @@ class TRTEngine:
 def open_engine(path: str | Path, device: torch.device | str,
                 module_name: Optional[str] = None) -> TRTEngine:
     """:class:`TRTEngine` of ``path`` with the TensorRT module that built it."""
-    from .tensorrt import resolve_tensorrt_module
     return TRTEngine(path, device, resolve_tensorrt_module(module_name))

@@ -102,7 +102,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         log.error("the %r model needs --mask (a mask file, or a folder of masks named like "
                   "the inputs; white = area to fill)", task)
         return 2
-    from export.backends import create_backend
+    from export.families import create_backend
     from export.errors import BackendUnavailable
     try:
         backend = create_backend(args.backend, restorer, model_dir=args.model, tile=args.tile,
@@ -278,7 +278,8 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
                   "pip install 'resshift-service[onnx]'", exc)
         return 2
     from export.fp16 import GraphPrecisions
-    from export.onnx import default_out_dir, export_model_dir
+    from export.onnx import default_out_dir
+    from export.families import export_model_dir
 
     try:
         precisions = GraphPrecisions.parse(args.precision)

@@ -184,7 +184,7 @@ class Worker(threading.Thread):
                     or restorer.device.type == "cuda"):
                 # the tiles of every request then run on that backend, batched as usual;
                 # on CUDA always, as that is where TF32 is set (export.backends.apply_tf32)
-                from export.backends import create_backend
+                from export.families import create_backend
                 backend = create_backend(self.settings.backend, restorer, model_dir=path,
                                          tile=self.settings.tile,
                                          precision=self.settings.precision,

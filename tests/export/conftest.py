@@ -19,7 +19,7 @@ def small_model_dir(small_restorer, tmp_path_factory):
 @pytest.fixture(scope="session")
 def small_onnx(small_model_dir):
     """``export_model_dir`` of the small model into its default MODEL_DIR/onnx."""
-    from export.onnx import export_model_dir
+    from export.families import export_model_dir
     return export_model_dir(small_model_dir, tiles=[64])
 
 
@@ -33,7 +33,7 @@ def demo_restorer():
 @pytest.fixture(scope="session")
 def demo_onnx(demo_restorer, tmp_path_factory):
     """The demo's UNet graph (pixel space: no VAE graphs), exported beside a copy."""
-    from export.onnx import export_onnx
+    from export.families import export_onnx
     return export_onnx(demo_restorer, tmp_path_factory.mktemp("demo") / "onnx", tiles=[64])
 
 

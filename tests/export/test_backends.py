@@ -3,6 +3,7 @@ selection, TensorRT engine-cache keys and the builder's path up to needing a GPU
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import replace
 
@@ -10,13 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from export.backends import OnnxRuntimeBackend, TorchBackend, choose_backend, create_backend
+from export.backends import OnnxRuntimeBackend, TorchBackend
 from export.errors import BackendUnavailable
+from export.families import FamilyBackends, choose_backend, create_backend, family_backends
 from export.paths import ExportPaths
 from export.tensorrt import (EngineProfile, TensorRTDevice, build_engines, engine_key,
                              engine_path, probe_tensorrt, profiles_for)
-from resshift.cli import main
 from model.imageio import decode_image
+from resshift.cli import main
 from tests.conftest import DATA
 
 PSNR_MIN = 45.0
@@ -94,14 +96,30 @@ def test_auto_on_this_cpu(demo_restorer, cache, caplog):
     assert "backend auto -> onnxruntime" in caplog.text and "CPU" in why
 
 
-def test_other_families_run_on_torch_only(demo_restorer):
-    """A family without ONNX support (DiffIR's: tests/export/test_diffir_backends.py)."""
-    other = demo_restorer.using(None)
-    other.family = "other"
-    assert choose_backend(other)[0] == "torch"
-    assert isinstance(create_backend("torch", other), TorchBackend)
-    with pytest.raises(BackendUnavailable, match="torch backend only"):
+def test_a_family_is_served_by_what_it_registers(demo_restorer):
+    """Backends are looked up by the restorer's type: a type nobody registered gets a
+    clear error, and a family that registers torch only runs on torch only (DiffIR's
+    registration: tests/export/test_diffir_backends.py)."""
+    class Unregistered:
+        device = torch.device("cpu")
+        family = "unregistered"
+    with pytest.raises(BackendUnavailable, match="no backends for a Unregistered"):
+        create_backend("torch", Unregistered())
+
+    class TorchOnly(type(demo_restorer)):
+        pass
+    family_backends.register(TorchOnly, lambda r: FamilyBackends(
+        ("torch",), False, lambda r, p: ("torch", "only torch"),
+        lambda name, r, *rest: TorchBackend(r, "fp32")))
+    other = copy.copy(demo_restorer.using(None))
+    other.__class__ = TorchOnly
+    other.family = "torch-only"
+    assert choose_backend(other) == ("torch", "only torch")
+    assert isinstance(create_backend("auto", other), TorchBackend)
+    with pytest.raises(BackendUnavailable, match="torch backend"):
         create_backend("onnxruntime", other)
+    with pytest.raises(BackendUnavailable, match="run in fp32"):
+        create_backend("torch", other, precision="bf16")
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="checks the message on a machine without a GPU")

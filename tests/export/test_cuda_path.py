@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import model
-from export.backends import (TorchBackend, apply_tf32, create_backend, export_copy,
-                             resolve_precision)
+from export.backends import TorchBackend, apply_tf32, resolve_precision
+from export.families import create_backend
+from export.store import export_copy
 from model.metrics import psnr
 from tests.model.test_stepper import tiny_official, tiny_restorer
 

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import model
-from export.backends import choose_backend, create_backend
+from export.families import choose_backend, create_backend
 from export.diffir_backend import DiffIROnnxBackend
 from export.errors import BackendUnavailable
 from export.manifest import read_manifest

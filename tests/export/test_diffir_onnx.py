@@ -15,7 +15,8 @@ import model
 from export.diffir_graph import diffir_graph
 from export.errors import ExportCheckError, ExportError
 from export.manifest import read_manifest, weights_hash
-from export.onnx import TOLERANCE, check_graph, export_model_dir, export_onnx
+from export.onnx import TOLERANCE, check_graph
+from export.families import export_model_dir, export_onnx
 from export.ort import OrtGraph
 from resshift.cli import main
 from model.restorer import pad_to_multiple

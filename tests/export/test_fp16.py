@@ -13,12 +13,14 @@ import onnx
 import pytest
 import torch
 
-from export.backends import TorchBackend, create_backend
+from export.backends import TorchBackend
+from export.families import create_backend
 from export.errors import ExportCheckError, ExportError
 from export.fidelity import CHECK_LIMITS, code_flips, image_psnr, range_psnr, uint8_psnr
 from export.fp16 import FP16_RECOMMENDED, GraphPrecisions, node_precisions
 from export.graphs import unet_graph
-from export.onnx import check_graph, export_onnx
+from export.onnx import check_graph
+from export.families import export_onnx
 from export.ort import OrtGraph
 from export.store import OnnxStore
 

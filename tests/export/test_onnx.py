@@ -14,7 +14,8 @@ import torch
 from export.errors import ExportCheckError, ExportError
 from export.graphs import unet_graph
 from export.manifest import read_manifest, weights_hash
-from export.onnx import TOLERANCE, check_graph, export_onnx, write_graph
+from export.onnx import TOLERANCE, check_graph, write_graph
+from export.families import export_onnx
 from export.ort import OnnxDenoiser, OrtGraph
 from model.nets.unet import SwinUNet
 from model.sampler import draw_noises, sample

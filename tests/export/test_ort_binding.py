@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from export.backends import CPU_EP, CUDA_EP, select_providers
-from export.ort import OrtGraph, device_index, session_providers
+from export.ort import CPU_EP, CUDA_EP, OrtGraph, device_index, select_providers, session_providers
 
 pytest.importorskip("onnxruntime")
 

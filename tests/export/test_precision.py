@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from export import backends
-from export.backends import SplitBackend, TorchBackend, create_backend, resolve_precision
+from export.backends import SplitBackend, TorchBackend, resolve_precision
+from export.families import create_backend
 from resshift.cli import main as cli_main
 
 

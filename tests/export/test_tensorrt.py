@@ -153,7 +153,7 @@ def test_module_resolution_order_and_override(monkeypatch):
 
 @pytest.mark.skipif(HAS_CUDA, reason="checks the messages of a machine without a GPU")
 def test_without_a_gpu_the_reason_names_it(small):
-    from export.backends import create_backend
+    from export.families import create_backend
 
     why = unavailable_reason()
     assert why is not None and "a CUDA GPU (torch sees none)" in why and "pip install" in why

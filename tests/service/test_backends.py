@@ -15,7 +15,7 @@ pytest.importorskip("onnx")
 
 
 def test_onnxruntime_backend_serves_the_model_layer_pixels(model_dirs):
-    from export.backends import create_backend
+    from export.families import create_backend
     pixels = [photo(16, 24, seed=i) for i in range(3)]
     settings = settings_for({"sr": model_dirs["sr"]}, backend="onnxruntime", tile=16)
     with running_app(settings) as c:
