@@ -40,7 +40,7 @@ weights and of every tensor between nodes is real there, accumulation inside a k
 may not be. On CUDA (onnxruntime or TensorRT) the float16 kernels run.
 
 :class:`GraphPrecisions` says which graphs of a model use float16. Exports take it
-(``export.onnx.export_onnx(..., precisions=...)``, ``resshift export onnx --precision``)
+(``export.families.export_onnx(..., precisions=...)``, ``resshift export onnx --precision``)
 and ``export.store.OnnxStore`` hands out graphs of a requested precision.
 """
 
