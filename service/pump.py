@@ -43,7 +43,8 @@ from .errors import Canceled, DeadlineExceeded, NotReady, QueueFull, ShuttingDow
     ServiceError, status_and_code
 from .metrics import Metrics
 from .redis_queue import Entry, QueueUnavailable, RedisQueue
-from .scheduler import Scheduler, WorkItem
+from .scheduler import Scheduler
+from .work_item import WorkItem
 from .settings import Settings
 from .wire import error_meta, from_job, served_to_json
 

@@ -39,7 +39,8 @@ from .errors import NotReady, ServiceError, ShuttingDown
 from .metrics import Metrics
 from .redis_queue import QueueConfig, QueueUnavailable, RedisQueue, ResultTimeout, \
     idempotency_key
-from .scheduler import Scheduler, WorkItem
+from .scheduler import Scheduler
+from .work_item import WorkItem
 from .schemas import JobState
 from .settings import Settings
 from .validation import ServedModel
