@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from service.errors import NotReady, ShuttingDown
+from service.local import LocalScheduler
 from service.metrics import Metrics
-from service.scheduler import Scheduler
 from service.schemas import JobState
 
 from .conftest import encode, form, photo, running_app, settings_for
@@ -28,7 +28,7 @@ def test_a_full_queue_answers_429_with_retry_after_at_once(model_dirs):
 
 
 def test_not_started_is_not_ready():
-    scheduler = Scheduler(settings_for({"sr": "x"}), Metrics())
+    scheduler = LocalScheduler(settings_for({"sr": "x"}), Metrics())
     assert scheduler.readiness() == (False, "workers not started")
     with pytest.raises(NotReady):
         scheduler.served
