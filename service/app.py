@@ -23,11 +23,11 @@ from model.errors import ModelError
 from .deps import Services
 from .errors import ServiceError, error_response, status_and_code
 from .jobs import JobStore
+from .local import LocalScheduler
 from .metrics import Metrics
 from .middleware import BodyLimitMiddleware, RequestIdMiddleware
 from .routers import jobs, ops, restore, ui
 from .routers.common import count_refused
-from .local import LocalScheduler
 from .scheduler import Scheduler
 from .settings import Settings
 

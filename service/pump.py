@@ -41,14 +41,14 @@ from typing import Optional
 
 from .errors import Canceled, DeadlineExceeded, NotReady, QueueFull, ShuttingDown, \
     ServiceError, status_and_code
+from .local import LocalScheduler
 from .metrics import Metrics
 from .redis_queue import Entry, QueueUnavailable, RedisQueue
-from .local import LocalScheduler
 from .scheduler import Scheduler, not_ready_error
-from .work_item import WorkItem
 from .settings import Settings
 from .validation import ServedModel, ValidatedRequest
 from .wire import error_meta, from_job, served_to_json
+from .work_item import WorkItem
 
 log = logging.getLogger("resshift.worker")
 
@@ -297,7 +297,6 @@ class WorkerScheduler(Scheduler):
     else is the local scheduler's, which the pump submits each claimed job to."""
 
     def __init__(self, settings: Settings, metrics: Metrics, queue: RedisQueue):
-        self.settings = settings
         self.queue = queue
         self.local = LocalScheduler(settings, metrics)
         self.pump = StreamPump(self.local, queue, settings)

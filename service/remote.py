@@ -41,11 +41,11 @@ from .metrics import Metrics
 from .redis_queue import QueueConfig, QueueUnavailable, RedisQueue, ResultTimeout, \
     idempotency_key
 from .scheduler import Admission
-from .work_item import WorkItem
 from .schemas import JobState
 from .settings import Settings
 from .validation import ServedModel
 from .wire import error_from_result, served_from_json, to_job
+from .work_item import WorkItem
 
 log = logging.getLogger("resshift.service")
 
