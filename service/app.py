@@ -23,6 +23,7 @@ from model.errors import ModelError
 from .deps import Services
 from .errors import ServiceError, error_response, status_and_code
 from .jobs import JobStore
+from .local import LocalScheduler
 from .metrics import Metrics
 from .middleware import BodyLimitMiddleware, RequestIdMiddleware
 from .routers import jobs, ops, restore, ui
@@ -34,9 +35,10 @@ log = logging.getLogger("resshift.service")
 
 
 def _scheduler(settings: Settings, metrics: Metrics) -> Scheduler:
-    """all: in-process workers. api/worker: meet in Redis (service.remote, service.pump)."""
+    """The one place a role picks its scheduler (see ``service.scheduler``). all:
+    in-process workers. api/worker: meet in Redis (service.remote, service.pump)."""
     if settings.role == "all":
-        return Scheduler(settings, metrics)
+        return LocalScheduler(settings, metrics)
     from .pump import WorkerScheduler
     from .queue_metrics import StreamCollector
     from .redis_queue import RedisQueue

@@ -21,7 +21,7 @@ from model.imageio import encode_image
 
 from .errors import (Canceled, JobNotFinished, JobNotFound, JobNotSucceeded, ServiceError,
                      status_and_code)
-from .scheduler import WorkItem
+from .work_item import WorkItem
 from .schemas import ErrorDetail, JobOut, JobState
 
 

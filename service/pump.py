@@ -1,7 +1,7 @@
 """The worker role: the embedded worker threads, fed from Redis instead of HTTP.
 
-``WorkerScheduler`` is the embedded ``Scheduler`` (one worker thread per device, the same
-batching across requests) plus a ``StreamPump`` thread that claims jobs from the Redis
+``WorkerScheduler`` runs a ``LocalScheduler`` (one worker thread per device, the same
+batching across requests) and a ``StreamPump`` thread that claims jobs from the Redis
 Stream through the consumer group and submits them to it, as many at once as
 ``RESSHIFT_WORKER_PREFETCH`` allows, so tiles of different jobs share UNet batches just
 as tiles of different HTTP requests do in one process.
@@ -41,11 +41,14 @@ from typing import Optional
 
 from .errors import Canceled, DeadlineExceeded, NotReady, QueueFull, ShuttingDown, \
     ServiceError, status_and_code
+from .local import LocalScheduler
 from .metrics import Metrics
 from .redis_queue import Entry, QueueUnavailable, RedisQueue
-from .scheduler import Scheduler, WorkItem
+from .scheduler import Scheduler, not_ready_error
 from .settings import Settings
+from .validation import ServedModel, ValidatedRequest
 from .wire import error_meta, from_job, served_to_json
+from .work_item import WorkItem
 
 log = logging.getLogger("resshift.worker")
 
@@ -59,7 +62,7 @@ def consumer_name(settings: Settings) -> str:
 
 
 class StreamPump(threading.Thread):
-    """Claims jobs from Redis into a ``Scheduler`` and stores their outcomes.
+    """Claims jobs from Redis into a ``LocalScheduler`` and stores their outcomes.
 
     The thread runs until ``drain``: it claims only while the scheduler is ready and
     not closing, but keeps beating (renewing held jobs, honouring cancels) through the
@@ -67,7 +70,7 @@ class StreamPump(threading.Thread):
     Nothing that goes wrong in one iteration (a Redis error, a bad record) ends it.
     """
 
-    def __init__(self, scheduler: Scheduler, queue: RedisQueue, settings: Settings):
+    def __init__(self, scheduler: LocalScheduler, queue: RedisQueue, settings: Settings):
         super().__init__(name="resshift-stream-pump", daemon=True)
         self.scheduler = scheduler
         self.queue = queue
@@ -289,24 +292,26 @@ class StreamPump(threading.Thread):
 
 
 class WorkerScheduler(Scheduler):
-    """Scheduler of the worker role: worker threads plus the pump (module doc)."""
+    """Scheduler of the worker role: a ``LocalScheduler`` and the pump feeding it
+    (module doc). Readiness adds the pump's state to the worker threads'; everything
+    else is the local scheduler's, which the pump submits each claimed job to."""
 
     def __init__(self, settings: Settings, metrics: Metrics, queue: RedisQueue):
-        super().__init__(settings, metrics)
         self.queue = queue
-        self.pump = StreamPump(self, queue, settings)
+        self.local = LocalScheduler(settings, metrics)
+        self.pump = StreamPump(self.local, queue, settings)
 
     def start(self) -> None:
-        super().start()
+        self.local.start()
         self.pump.start()
 
     def close(self, grace_s: Optional[float] = None) -> None:
         self.pump.stop_claiming()
-        super().close(grace_s)
+        self.local.close(grace_s)
         self.pump.drain(timeout_s=10.0)
 
     def readiness(self) -> tuple[bool, str]:
-        ready, detail = super().readiness()
+        ready, detail = self.local.readiness()
         if ready and not self.pump.is_alive():
             return False, "the thread taking jobs from Redis stopped (see the log)"
         if ready and self.pump.redis_error is not None:
@@ -316,3 +321,23 @@ class WorkerScheduler(Scheduler):
         if ready:
             detail += f"; taking jobs from Redis as {self.pump.consumer}"
         return ready, detail
+
+    def unavailable(self) -> Optional[ServiceError]:
+        return not_ready_error(self.readiness())
+
+    @property
+    def ready(self) -> bool:
+        return self.local.ready
+
+    @property
+    def served(self) -> dict[str, ServedModel]:
+        return self.local.served
+
+    @property
+    def inflight(self) -> int:
+        return self.local.inflight
+
+    def submit(self, request: ValidatedRequest, timeout_s: float,
+               idempotency_key: Optional[str] = None) -> WorkItem:
+        """Run a request on this process's devices (what the pump does per job)."""
+        return self.local.submit(request, timeout_s, idempotency_key)

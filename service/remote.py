@@ -1,11 +1,12 @@
 """The API role's scheduler: admit like the embedded one, then hand the job to Redis.
 
-``RemoteScheduler`` keeps the embedded ``Scheduler``'s interface (the routers cannot
-tell them apart) and its admission rules (``RESSHIFT_QUEUE_SIZE`` per API process, 429
-past it), but instead of a worker thread its ``_dispatch`` puts the request on the Redis
-Stream (``service.redis_queue``) and a waiter thread resolves the work item's future
-when a worker process stores the result. The future then holds the encoded image bytes
-(workers encode, so the large output never crosses Redis as raw pixels).
+``RemoteScheduler`` implements ``service.scheduler.Scheduler`` (the routers cannot tell
+it from ``LocalScheduler``) with the same admission rules (``Admission``:
+``RESSHIFT_QUEUE_SIZE`` per API process, 429 past it), but instead of a worker thread
+its ``_dispatch`` puts the request on the Redis Stream (``service.redis_queue``) and a
+waiter thread resolves the work item's future when a worker process stores the result.
+The future then holds the encoded image bytes (workers encode, so the large output never
+crosses Redis as raw pixels).
 
 What the API knows of the models comes from the workers: each announces the models it
 serves (``service.pump``); the API is ready when Redis answers and at least one worker
@@ -39,11 +40,12 @@ from .errors import NotReady, ServiceError, ShuttingDown
 from .metrics import Metrics
 from .redis_queue import QueueConfig, QueueUnavailable, RedisQueue, ResultTimeout, \
     idempotency_key
-from .scheduler import Scheduler, WorkItem
+from .scheduler import Admission
 from .schemas import JobState
 from .settings import Settings
 from .validation import ServedModel
 from .wire import error_from_result, served_from_json, to_job
+from .work_item import WorkItem
 
 log = logging.getLogger("resshift.service")
 
@@ -71,7 +73,7 @@ def safe_url(url: str) -> str:
     return urlunsplit(parts)
 
 
-class RemoteScheduler(Scheduler):
+class RemoteScheduler(Admission):
     """Scheduler of the API role (see the module doc)."""
 
     def __init__(self, settings: Settings, metrics: Metrics, queue: RedisQueue):
@@ -101,7 +103,7 @@ class RemoteScheduler(Scheduler):
         self.closing = True
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         end = time.monotonic() + grace
-        while self._inflight and time.monotonic() < end:
+        while self.inflight and time.monotonic() < end:
             time.sleep(0.05)
         self._stop.set()
         with self._wait_lock:

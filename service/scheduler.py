@@ -1,176 +1,132 @@
-"""The HTTP side's handle on the workers: admission, dispatch, cancellation, shutdown.
+"""What the app needs from a scheduler, and the admission the HTTP-facing ones share.
 
-Handlers hand a ``ValidatedRequest`` to ``Scheduler.submit`` and get a ``WorkItem``
-whose ``future`` (a ``concurrent.futures.Future``, safe across threads) resolves to the
-restored HxWx3 uint8 array or to a typed error. Admission is bounded: past
-``RESSHIFT_QUEUE_SIZE`` admitted-and-unfinished requests, ``QueueFull`` (429) at once.
-Workers (one thread per device) are created in ``start``; this module never imports
-torch, so importing the service stays cheap.
+``Scheduler`` is the interface ``create_app`` and the routers program against. The
+app builds one implementation per ``RESSHIFT_ROLE`` (``service.app._scheduler``):
+
+===========  =====================================  ====================================
+role         implementation                         where admitted work goes
+===========  =====================================  ====================================
+``all``      ``service.local.LocalScheduler``       worker threads in this process
+``api``      ``service.remote.RemoteScheduler``     the Redis Stream; a worker process
+                                                    stores the result
+``worker``   ``service.pump.WorkerScheduler``       worker threads in this process, fed
+                                                    from the Redis Stream by a pump
+===========  =====================================  ====================================
+
+``LocalScheduler`` and ``RemoteScheduler`` admit HTTP work with the same rules
+(``Admission``): past ``RESSHIFT_QUEUE_SIZE`` admitted-and-unfinished requests,
+``QueueFull`` (429) at once. This module never imports torch, so importing the service
+stays cheap.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import logging
+import abc
 import threading
 import time
-import uuid
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Optional
 
-import numpy as np
-
-from .errors import (Canceled, DeadlineExceeded, NotReady, QueueFull, ServiceError,
-                     ShuttingDown)
+from .errors import NotReady, QueueFull, ServiceError, ShuttingDown
 from .metrics import Metrics
 from .schemas import JobState
 from .settings import Settings
 from .validation import ServedModel, ValidatedRequest
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .worker import Worker
-
-log = logging.getLogger("resshift.service")
-STAGES = ("queue", "encode", "denoise", "decode")
+from .work_item import WorkItem
 
 
-class WorkItem:
-    """One admitted request on its way through a worker (sync or async alike)."""
+class Scheduler(abc.ABC):
+    """The scheduler as the app, its dependencies and its routers use it.
 
-    def __init__(self, request: ValidatedRequest, timeout_s: float):
-        self.id = uuid.uuid4().hex
-        self.request = request
-        self.admitted = time.monotonic()
-        self.deadline = self.admitted + timeout_s
-        self.state = JobState.queued
-        self.future: concurrent.futures.Future[np.ndarray] = concurrent.futures.Future()
-        self.timings = dict.fromkeys(STAGES, 0.0)     # seconds, written by the worker
-        self.finished_at: Optional[float] = None
-        self._abandon: Optional[ServiceError] = None
-        # who must hear of a cancel: the worker thread holding it (wake it), or Redis
-        self.on_cancel: Optional[Callable[[], None]] = None
-        self.replayed = False          # remote mode: an idempotent duplicate's stored result
-        self.idem_key: Optional[str] = None   # remote mode: the key it was queued under
+    Life cycle (every role): ``start`` in the app's lifespan (workers load models in the
+    background, or the Redis monitor starts), ``close`` at shutdown (stop admitting,
+    give in-flight work ``grace_s``, default ``RESSHIFT_SHUTDOWN_GRACE_S``, fail or hand
+    back the rest).
 
-    def abandon_reason(self, now: float) -> Optional[ServiceError]:
-        """Why the worker should drop this item now (canceled, past deadline), or None."""
-        if self._abandon is not None:
-            return self._abandon
-        if now >= self.deadline:
-            return DeadlineExceeded("the request ran past its deadline "
-                                    f"({self.deadline - self.admitted:.0f} s) and was dropped; "
-                                    "retry later or send a smaller image")
-        return None
+    State (every role): ``readiness`` for ``/readyz``; ``unavailable`` is the error new
+    work gets now (503) or None; ``ready`` says whether work is admitted now; ``served``
+    the models by task (``NotReady`` until known); ``inflight`` the admitted and
+    unfinished items.
 
-    def release_result(self) -> None:
-        """Forget the result pixels once their encoded bytes are kept elsewhere (a job's
-        result lives as bytes for its TTL; the pixel array need not stay as well)."""
-        if self.future.done() and self.future.exception() is None:
-            done: concurrent.futures.Future = concurrent.futures.Future()
-            done.set_result(None)
-            self.future = done
+    Work: ``submit`` admits a request or raises ``QueueFull`` / ``NotReady`` /
+    ``ShuttingDown`` at once, and returns a ``WorkItem`` whose future resolves to the
+    HxWx3 uint8 pixels (``all``, ``worker``) or to the encoded image bytes (``api``: a
+    worker process encoded them). ``idempotency_key`` only matters with Redis, where a
+    repeated key joins the first request's job. The worker role mounts no work routes:
+    only its pump submits, for each job it claims from Redis, and that work runs on
+    this process's devices as it would in the ``all`` role. Jobs (``/v1/jobs``) are
+    kept by ``service.jobs.JobStore``, and canceled through ``WorkItem.cancel``, not
+    here.
 
-    def cancel(self, error: ServiceError) -> None:
-        if self._abandon is None:
-            self._abandon = error
-        if self.on_cancel is not None:
-            self.on_cancel()
+    An abstract base rather than a ``typing.Protocol``: properties such as ``served``
+    raise until the models are known, and a runtime protocol check would evaluate them;
+    here a missing member fails at construction instead.
+    """
 
-    # -- resolution (worker thread) -------------------------------------------------------
-    def succeed(self, pixels: np.ndarray) -> None:
-        self._resolve(JobState.succeeded, result=pixels)
+    @abc.abstractmethod
+    def start(self) -> None: ...
 
-    def fail(self, error: BaseException) -> None:
-        state = JobState.canceled if isinstance(error, Canceled) else JobState.failed
-        self._resolve(state, error=error)
+    @abc.abstractmethod
+    def close(self, grace_s: Optional[float] = None) -> None: ...
 
-    def _resolve(self, state: JobState, result=None, error: Optional[BaseException] = None):
-        if self.future.done():
-            return
-        self.finished_at = time.monotonic()
-        self.state = state
-        if error is not None:
-            self.future.set_exception(error)
-        else:
-            self.future.set_result(result)
+    @abc.abstractmethod
+    def readiness(self) -> tuple[bool, str]: ...
+
+    @abc.abstractmethod
+    def unavailable(self) -> Optional[ServiceError]: ...
+
+    @property
+    @abc.abstractmethod
+    def ready(self) -> bool: ...
+
+    @property
+    @abc.abstractmethod
+    def served(self) -> dict[str, ServedModel]: ...
+
+    @property
+    @abc.abstractmethod
+    def inflight(self) -> int: ...
+
+    @abc.abstractmethod
+    def submit(self, request: ValidatedRequest, timeout_s: float,
+               idempotency_key: Optional[str] = None) -> WorkItem: ...
 
 
-class Scheduler:
-    """Owns the workers; admits, dispatches and cancels work items."""
+def not_ready_error(readiness: tuple[bool, str]) -> Optional[ServiceError]:
+    """The 503 new work gets for a ``readiness()`` answer, or None when ready."""
+    ready, detail = readiness
+    return None if ready else NotReady(f"not ready: {detail}; retry shortly")
+
+
+class Admission(Scheduler):
+    """Base of the schedulers that admit HTTP work (``LocalScheduler``,
+    ``RemoteScheduler``): the bounded count of admitted-and-unfinished items, the
+    in-flight gauge, the request-duration histogram, the Retry-After estimate.
+    Subclasses say how they start and stop, when they are ready, what they serve, and
+    where an admitted item goes (``_dispatch``)."""
 
     def __init__(self, settings: Settings, metrics: Metrics):
         self.settings = settings
         self.metrics = metrics
-        self.workers: list["Worker"] = []
         self.closing = False
         self._lock = threading.Lock()
         self._inflight = 0
         self._service_s = 1.0          # moving average of a request's time in the system
 
-    # -- life cycle --------------------------------------------------------------------
-    def start(self) -> None:
-        """Start one worker thread per device; each loads the models, warms up, serves."""
-        from .worker import Worker      # the worker side is the only torch importer
-        self.workers = [Worker(device, self.settings, self.metrics, index=i)
-                        for i, device in enumerate(self.settings.devices)]
-        for worker in self.workers:
-            worker.start()
+    @abc.abstractmethod
+    def _dispatch(self, item: WorkItem, idempotency_key: Optional[str]) -> None:
+        """Send an admitted item on its way; raising fails it and frees its slot."""
 
-    def close(self, grace_s: Optional[float] = None) -> None:
-        """Stop taking work; let in-flight items finish within ``grace_s``, fail the rest."""
-        self.closing = True
-        grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
-        for worker in self.workers:
-            worker.stop(grace)
-        for worker in self.workers:
-            worker.join(timeout=grace + 30.0)
-            if worker.is_alive():
-                log.error("worker %s did not stop in time", worker.name)
-
-    # -- state ---------------------------------------------------------------------------
-    @property
-    def ready(self) -> bool:
-        return bool(self.workers) and all(w.state == "ready" for w in self.workers)
-
-    def readiness(self) -> tuple[bool, str]:
-        """(ready, a line for /readyz)."""
-        if self.closing:
-            return False, "shutting down"
-        if not self.workers:
-            return False, "workers not started"
-        for w in self.workers:
-            if w.state == "failed":
-                return False, f"worker {w.device} failed: {w.error}"
-            if w.state == "poisoned":
-                return False, (f"device {w.device} is unusable ({w.error}); restart the "
-                               "process")
-            if not w.is_alive():
-                return False, f"worker {w.device} is not running"
-            if w.state != "ready":
-                return False, f"worker {w.device}: {w.state}"
-        return True, f"{len(self.workers)} worker(s) ready"
-
+    # -- shared -------------------------------------------------------------------------------
     def unavailable(self) -> Optional[ServiceError]:
-        """The error new work gets now (503), or None when ready."""
-        ready, detail = self.readiness()
-        return None if ready else NotReady(f"not ready: {detail}; retry shortly")
-
-    @property
-    def served(self) -> dict[str, ServedModel]:
-        if not self.ready:
-            raise NotReady(self.readiness()[1])
-        return self.workers[0].served
+        return not_ready_error(self.readiness())
 
     @property
     def inflight(self) -> int:
         return self._inflight
 
-    # -- work ------------------------------------------------------------------------------
     def submit(self, request: ValidatedRequest, timeout_s: float,
                idempotency_key: Optional[str] = None) -> WorkItem:
-        """Admit a request (or raise QueueFull / NotReady / ShuttingDown at once).
-
-        ``idempotency_key`` matters only with Redis (``service.remote``): in one process
-        there is no stored result to return."""
+        """Admit a request (or raise QueueFull / NotReady / ShuttingDown at once)."""
         if self.closing:
             raise ShuttingDown("the server is shutting down and takes no new work; retry "
                                "on another instance")
@@ -191,12 +147,6 @@ class Scheduler:
             item.fail(exc)          # releases the admission slot
             raise
         return item
-
-    def _dispatch(self, item: WorkItem, idempotency_key: Optional[str]) -> None:
-        """Hand an admitted item to the least-loaded worker thread."""
-        worker = min(self.workers, key=lambda w: w.load)
-        item.on_cancel = worker.wake
-        worker.submit(item)
 
     def _on_done(self, item: WorkItem) -> None:
         elapsed = (item.finished_at or time.monotonic()) - item.admitted

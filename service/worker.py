@@ -39,7 +39,7 @@ from . import batching
 from .cuda_errors import poisoning_reason
 from .errors import DevicePoisoned, InferenceFailed, ServiceError, ShuttingDown
 from .metrics import Metrics
-from .scheduler import WorkItem
+from .work_item import WorkItem
 from .settings import Settings
 from .schemas import JobState
 from .validation import ServedModel

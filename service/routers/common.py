@@ -15,7 +15,7 @@ from starlette.requests import Request
 from ..deps import Services, require_ready
 from ..errors import Canceled, DeadlineExceeded, InvalidField, status_and_code
 from ..parsing import read_restore
-from ..scheduler import WorkItem
+from ..work_item import WorkItem
 from ..validation import ValidatedRequest, validate
 
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}

@@ -90,7 +90,7 @@ def test_a_small_job_overtakes_a_large_one_in_the_worker_role(model_dirs, prefix
     from tests.service.conftest import metric
     queue = RedisQueue(URL, QueueConfig(prefix=prefix))
     with running_app(worker_settings(model_dirs, prefix, max_batch=8)) as client:
-        worker = client.app.state.services.scheduler.workers[0]
+        worker = client.app.state.services.scheduler.local.workers[0]
         submit(queue, "large", photo(72, 72, seed=5), seed=1)
         end = time.monotonic() + 30
         while not worker._stepping:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from service.app import create_app
 from service.errors import NotReady, ShuttingDown
+from service.local import LocalScheduler
 from service.metrics import Metrics
-from service.scheduler import Scheduler
+from service.scheduler import Admission, Scheduler
 from service.schemas import JobState
+from service.settings import Settings
 
 from .conftest import encode, form, photo, running_app, settings_for
 from .test_worker import LONG, _poll
@@ -28,7 +31,7 @@ def test_a_full_queue_answers_429_with_retry_after_at_once(model_dirs):
 
 
 def test_not_started_is_not_ready():
-    scheduler = Scheduler(settings_for({"sr": "x"}), Metrics())
+    scheduler = LocalScheduler(settings_for({"sr": "x"}), Metrics())
     assert scheduler.readiness() == (False, "workers not started")
     with pytest.raises(NotReady):
         scheduler.served
@@ -56,3 +59,49 @@ def test_shutdown_fails_what_cannot_finish_with_a_clear_status(model_dirs):
     assert item.state is JobState.failed
     error = item.future.exception()
     assert isinstance(error, ShuttingDown) and "stopped" in str(error)
+
+
+INTERFACE = {"start", "close", "readiness", "unavailable", "ready", "served", "inflight",
+             "submit"}
+
+
+@pytest.mark.parametrize("role", ["all", "api", "worker"])
+def test_each_role_gets_a_scheduler_that_implements_the_interface(role):
+    # The app factory picks the implementation; none of them is started here, so no
+    # Redis server or model is needed (the Redis client connects on first use).
+    if role != "all":
+        pytest.importorskip("redis")
+        from service.pump import WorkerScheduler
+        from service.remote import RemoteScheduler
+        expected = RemoteScheduler if role == "api" else WorkerScheduler
+    else:
+        expected = LocalScheduler
+    settings = Settings(role=role, models={"sr": "unused"},
+                        redis_url=None if role == "all" else "redis://127.0.0.1:1/0")
+    scheduler = create_app(settings).state.services.scheduler
+    assert type(scheduler) is expected and isinstance(scheduler, Scheduler)
+    assert not type(scheduler).__abstractmethods__
+    # not started: not ready, and every part of the interface says so
+    assert scheduler.readiness()[0] is False and scheduler.ready is False
+    assert scheduler.unavailable() is not None and scheduler.inflight == 0
+    with pytest.raises(NotReady):
+        scheduler.served
+
+
+def test_the_interface_is_what_the_app_uses_and_a_partial_implementation_is_refused():
+    assert Scheduler.__abstractmethods__ == INTERFACE
+
+    class WithoutServed(Admission):
+        def start(self): pass
+
+        def close(self, grace_s=None): pass
+
+        def readiness(self): return False, "never"
+
+        @property
+        def ready(self): return False
+
+        def _dispatch(self, item, idempotency_key): pass
+
+    with pytest.raises(TypeError, match="served"):
+        WithoutServed(settings_for({"sr": "x"}), Metrics())
