@@ -22,49 +22,6 @@ def test_importing_the_service_does_not_import_torch():
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
-def test_the_service_modules_import_each_other_without_cycles():
-    # Every import counts, function-local and TYPE_CHECKING ones too: a cycle hidden in
-    # a function still ties the modules together.
-    import ast
-    from pathlib import Path
-
-    import service
-    root = Path(service.__file__).parent
-    modules = {".".join(p.relative_to(root.parent).with_suffix("").parts)
-               .removesuffix(".__init__"): p for p in root.rglob("*.py")}
-    graph = {}
-    for name, path in modules.items():
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        deps = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                deps.update(a.name for a in node.names)
-            elif isinstance(node, ast.ImportFrom):
-                base = package.split(".")[:len(package.split(".")) - node.level + 1] \
-                    if node.level else []
-                target = ".".join(base + ([node.module] if node.module else []))
-                deps.update(f"{target}.{a.name}" if f"{target}.{a.name}" in modules
-                            else target for a in node.names)
-        # a module reaches its own package's __init__ by being imported at all
-        graph[name] = {d for d in deps & modules.keys()
-                       if d != name and not name.startswith(d + ".")}
-
-    def cycle_from(start, path, seen):
-        for nxt in sorted(graph[start]):
-            if nxt in path:
-                return path[path.index(nxt):] + [nxt]
-            if nxt not in seen:
-                seen.add(nxt)
-                found = cycle_from(nxt, path + [nxt], seen)
-                if found:
-                    return found
-        return None
-
-    for name in sorted(graph):
-        found = cycle_from(name, [name], {name})
-        assert found is None, " -> ".join(found)
-
-
 def test_multipart_restore_returns_the_image_with_seed_model_and_timings(client):
     response = client.post("/v1/restore", headers={"X-Request-Id": "abc-123"},
                            **form(encode(photo(20, 30)), task="sr", seed=7))
