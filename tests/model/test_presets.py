@@ -1,4 +1,5 @@
-"""Every preset imports from checkpoints in the official layout (incl. SinSR)."""
+"""Presets: every one resolves to the official hyper-parameters and imports from checkpoints
+in the official layout (incl. SinSR)."""
 
 import json
 
@@ -7,7 +8,7 @@ import torch
 
 import model
 from model.config import config_from_preset
-from model.presets import PRESET_NAMES, preset
+from model.presets import PRESET_NAMES, merged, preset
 
 
 def _state(layout: dict) -> dict:
@@ -43,3 +44,52 @@ def test_sinsr_runs_at_the_last_timestep_of_the_15_step_schedule():
     assert cfg.sampler == "single_step" and cfg.diffusion["steps"] == 15
     assert cfg.diffusion["min_noise_level"] == config_from_preset("realsr_v1").diffusion[
         "min_noise_level"]
+
+
+@pytest.mark.parametrize("name", [n for n in PRESET_NAMES if n != "sinsr"])
+def test_preset_matches_the_official_hyper_parameters(name, reference_dir):
+    facts = json.loads((reference_dir / "official_presets.json").read_text())[name]
+    p = preset(name)
+    for key in ("official_unet_file", "official_autoencoder_file"):
+        assert p[key] == facts[key], key
+    for key in ("unet", "autoencoder", "diffusion"):
+        # Compared as JSON text: equal values AND the official key order, which
+        # model.json keeps.
+        assert json.dumps(p[key]) == json.dumps(facts[key]), key
+
+
+def test_every_preset_resolves_completely():
+    for name in PRESET_NAMES:
+        p = preset(name)
+        assert set(p) == {"description", "task", "official_unet_file",
+                          "official_autoencoder_file", "unet", "autoencoder", "diffusion"}
+        assert p["description"] and p["unet"]["lq_size"] in (64, 256, 512), name
+        assert len(p["autoencoder"]["ddconfig"]) == 11, name
+        assert len(p["diffusion"]) == 13 + (name == "sinsr"), name
+
+
+def test_sinsr_is_realsr_v1_with_its_own_weights_and_sampler():
+    sinsr, v1 = preset("sinsr"), preset("realsr_v1")
+    assert sinsr["official_unet_file"] == "SinSR_v1.pth"
+    assert sinsr["diffusion"].pop("sampler") == "single_step"
+    for key in ("task", "official_autoencoder_file", "unet", "autoencoder", "diffusion"):
+        assert sinsr[key] == v1[key], key
+
+
+def test_preset_is_a_copy():
+    p = preset("realsr_v3")
+    p["unet"]["channel_mult"].append(8)
+    p["diffusion"]["steps"] = 99
+    assert preset("realsr_v3")["unet"]["channel_mult"] == [1, 2, 2, 4]
+    assert preset("realsr_v3")["diffusion"]["steps"] == 4
+    assert preset("bicsr")["unet"]["channel_mult"] == [1, 2, 2, 4]
+
+
+def test_merged_lays_nested_deltas_over_a_base_without_touching_it():
+    base = {"a": 1, "n": {"x": 1, "y": [1]}, "z": 0}
+    out = merged(base, {"n": {"y": [2], "w": 3}, "a": 5, "b": {"c": 1}})
+    assert out == {"a": 5, "n": {"x": 1, "y": [2], "w": 3}, "z": 0, "b": {"c": 1}}
+    assert list(out) == ["a", "n", "z", "b"] and list(out["n"]) == ["x", "y", "w"]
+    assert base == {"a": 1, "n": {"x": 1, "y": [1]}, "z": 0}
+    out["n"]["x"] = 7
+    assert base["n"]["x"] == 1
