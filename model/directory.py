@@ -24,6 +24,7 @@ from .config import ModelConfig, load_config
 from .errors import ConfigError
 from .nets.autoencoder import VQAutoencoder
 from .nets.unet import SwinUNet
+from .presets import PRESET_NAMES, preset
 from .restorer import Restorer
 
 MODEL_JSON = "model.json"
@@ -74,6 +75,21 @@ def resolve_model_dir(path: str | Path) -> Path:
     return Path(path)
 
 
+def missing_model_hint(path: str | Path, directory: Path) -> str:
+    """What to do about a model directory without model.json, for the error that says so:
+    a path is usually one meant for official weights that were never imported. A folder
+    named after a preset (models/inpaint_imagenet) gets that preset's import command."""
+    if str(path) in BUNDLED:
+        return " (the bundled demo model is not built yet)"
+    name = directory.name if directory.name in PRESET_NAMES else "realsr_v3"
+    p = preset(name)
+    return (f"; make it from the official weights with `resshift import-official --preset "
+            f"{name} --unet {p['official_unet_file']} --autoencoder "
+            f"{p['official_autoencoder_file']} -o {directory}` (presets: `resshift "
+            f"import-official --help`), or use the bundled demo model `demo` (what "
+            f"`resshift restore` uses when --model is omitted)")
+
+
 def load(path: str | Path, device: str | torch.device = "cpu") -> Any:
     """Load a model directory (or a bundled model by name, e.g. ``"demo"``).
 
@@ -82,8 +98,8 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Any:
     directory = resolve_model_dir(path)
     meta = directory / MODEL_JSON
     if not meta.is_file():
-        hint = " (the bundled demo model is not built yet)" if str(path) in BUNDLED else ""
-        raise ConfigError(f"{directory} is not a model directory: no {MODEL_JSON}{hint}")
+        raise ConfigError(f"{directory} is not a model directory: no {MODEL_JSON}"
+                          + missing_model_hint(path, directory))
     try:
         data = json.loads(meta.read_text())
     except json.JSONDecodeError as exc:

@@ -54,13 +54,25 @@ def test_restore_folder_keeps_names_and_reports_bad_files(tmp_path, small_model_
     assert "broken.png" in captured.err and "2 of 3" in captured.out
 
 
-def test_restore_rejects_wrong_task_and_missing_model(tmp_path, small_model_dir):
+def test_restore_rejects_wrong_task_and_missing_model(tmp_path, small_model_dir, caplog):
     src = tmp_path / "a.png"
     Image.new("RGB", (16, 16)).save(src)
     assert main(["restore", str(src), "-o", str(tmp_path / "o.png"), "--model",
                  str(small_model_dir), "--task", "inpaint", "-q"]) == 2
+    caplog.clear()
     assert main(["restore", str(src), "-o", str(tmp_path / "o.png"), "--model",
                  str(tmp_path / "nope"), "-q"]) == 2
+    # The refusal says how to get a model there, and that the bundled one needs no flag.
+    assert "no model.json" in caplog.text
+    assert "resshift import-official --preset realsr_v3" in caplog.text
+    assert f"-o {tmp_path / 'nope'}" in caplog.text
+    assert "bundled demo model `demo`" in caplog.text and "--model is omitted" in caplog.text
+    caplog.clear()
+    # A folder named after a preset is told that preset's official files.
+    assert main(["restore", str(src), "-o", str(tmp_path / "o.png"), "--model",
+                 str(tmp_path / "faceir"), "-q"]) == 2
+    assert ("--preset faceir --unet resshift_faceir_s4.pth --autoencoder "
+            "ffhq512_vq_f8_dim8_face.pth") in caplog.text
 
 
 def test_help_has_examples(capsys):
