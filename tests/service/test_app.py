@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import io
 import subprocess
 import sys
 import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from model.stepper import TiledJob
 from tests.model.test_stepper import tiny_restorer
@@ -192,6 +194,10 @@ def test_health_and_unknown_routes(client):
     assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
     page = client.get("/")
     assert page.status_code == 200 and "/v1/restore" in page.text
+    assert 'rel="icon" href="/favicon.ico"' in page.text
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/x-icon"
+    assert Image.open(io.BytesIO(icon.content)).format == "ICO"
 
 
 def test_a_model_that_fails_to_load_keeps_the_server_unready(tmp_path):
