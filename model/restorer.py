@@ -24,13 +24,13 @@ import torch.nn.functional as F
 
 from .config import ModelConfig, latent_factor, latent_multiple
 from .errors import ConfigError, InputImageError
-from .sampler import Denoiser, draw_noises, sample as run_sampler
+from .denoiser import PREDICT_TYPES, Network, X0Denoiser, module_network
+from .sampler import draw_noises, sample as run_sampler
 from .schedule import Schedule, schedule_from_config
 from .geometry import WorkShape
 from .tiling import TiledDenoiser, plan_tiles, tile_cores, tiled_map
 
 Progress = Callable[[str, int, int], None]   # (stage, done, total)
-PREDICT_TYPES = ("xstart", "residual")
 
 
 @dataclass(frozen=True)
@@ -175,23 +175,21 @@ class Restorer:
     def input_multiple(self) -> int:
         return self.config.input_multiple
 
-    def denoiser(self) -> Denoiser:
-        """The UNet as the sampler's denoiser callable, always returning x0.
-
-        ``predict_type: xstart`` (all official models): the UNet predicts x0.
-        ``predict_type: residual``: it predicts y0 - x0. Only pixel-space models with
-        ``lq_size == image_size`` may use it: their lq conditioning (the bicubically
-        upsampled LQ, cut per tile like x) *is* y0, so x0 = lq - out.
-        """
+    def unet_fn(self) -> Network:
+        """The UNet as ``f(x_scaled, t, lq, mask) -> output``: what the network itself
+        computes, on the backend when there is one (``export.backends``)."""
         if self.backend is not None:
-            return self.backend.denoiser()
-        unet = self.unet
-        residual = self.predict_type == "residual"
+            return self.backend.unet_fn()
+        return module_network(self.unet)
 
-        def run(x: torch.Tensor, t: torch.Tensor, lq, mask) -> torch.Tensor:
-            out = unet(x, t, lq=lq, mask=mask)
-            return lq - out if residual else out
-        return run
+    def denoiser(self, network: Optional[Network] = None) -> X0Denoiser:
+        """The UNet (or ``network``, e.g. the module being trained) as the samplers'
+        denoiser: raw x_t in, x0 out (input scaling and ``predict_type`` applied, see
+        ``model.denoiser``)."""
+        return X0Denoiser(network or self.unet_fn(), self.schedule, latent=self.latent,
+                          normalize_input=bool(self.config.diffusion.get("normalize_input",
+                                                                         True)),
+                          predict_type=self.predict_type)
 
     def latent_shape(self, lq_shape: Sequence[int]) -> tuple[int, int, int, int]:
         b, _, h, w = lq_shape
@@ -298,10 +296,8 @@ class Restorer:
                                      tiles.max_batch)
         cond_lq = self._conditioning(lq, z_y) if self.config.unet.get("cond_lq", True) else None
         return run_sampler(denoiser, z_y, self.schedule, lq=cond_lq, mask=mask, noises=noises,
-                           latent=self.latent,
-                           normalize_input=bool(self.config.diffusion.get("normalize_input", True)),
-                           mode=self.config.sampler, return_trajectory=return_trajectory,
-                           callback=callback)
+                           clip_denoised=not self.latent, mode=self.config.sampler,
+                           return_trajectory=return_trajectory, callback=callback)
 
     def _conditioning(self, lq: torch.Tensor, z_y: torch.Tensor) -> torch.Tensor:
         """The LQ image at the resolution the UNet takes it: ``lq_size / image_size``

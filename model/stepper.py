@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .restorer import Restorer, TileOptions, to_device, to_uint8
-from .sampler import draw_noises
+from .sampler import draw_noises, step
 from .tiling import TilePlan, ramp_weights
 
 Shape = tuple[int, ...]
@@ -41,7 +41,7 @@ Shape = tuple[int, ...]
 class TileWork:
     """The denoiser inputs of one latent tile at one reverse step.
 
-    x: 1xCxhxw, x_t divided by the schedule's input scale (what the network takes).
+    x: 1xCxhxw, the tile of the raw canvas x_t (the denoiser scales it for the network).
     t: 0-based timestep index. lq / mask: the matching conditioning crops (1x3xHxW in
     [-1, 1], 1x1xHxW in [-1, 1]) or None. Tiles with equal ``key`` stack into one batch.
 
@@ -95,7 +95,7 @@ def run_tiles(restorer: Restorer, work: Sequence[TileWork]) -> list[torch.Tensor
         raise ValueError(f"tiles of different shapes cannot share a batch: {sorted(keys, key=str)}")
     parts = [w.tensors() for w in work]
     x = torch.cat([p[0] for p in parts])
-    t = torch.tensor([w.t for w in work], dtype=torch.long, device=x.device)
+    t = torch.tensor([w.t for w in work], dtype=torch.long)   # the denoiser moves it
     lq = torch.cat([p[1] for p in parts]) if parts[0][1] is not None else None
     mask = torch.cat([p[2] for p in parts]) if parts[0][2] is not None else None
     del parts
@@ -263,10 +263,7 @@ class TiledJob:
             raise RuntimeError("call encode() before stepping")
         if self.done:
             return []
-        r, t = self.restorer, self._timestep()
-        normalize = bool(r.config.diffusion.get("normalize_input", True))
-        scale = r.schedule.input_scale(t, r.latent) if normalize else 1.0
-        plan = self.plan
+        t, plan = self._timestep(), self.plan
         th, tw = plan.tile_h, plan.tile_w
         c = self._shape[1]
         cond, mask = self._cond_lq, self._mask_in
@@ -280,7 +277,7 @@ class TiledJob:
         key = shapes()
 
         def cut(top: int, left: int):
-            x = self._x[..., top:top + th, left:left + tw] / scale
+            x = self._x[..., top:top + th, left:left + tw]
             lq = cond.crop(top, left, th, tw) if cond is not None else None
             m = None
             if mask is not None:
@@ -348,17 +345,12 @@ class TiledJob:
             if self._wsum is None:
                 self._wsum, self._wsum_partial = self._wsum_partial, None
             x0.div_(self._wsum)
-        if not r.latent:          # the sampler's default clip_denoised
-            x0.clamp_(-1.0, 1.0)
-        if r.config.sampler == "single_step":
-            self._x, self._acc = x0, None
+        # in place: x0's memory takes the step's noise, then is the next accumulator
+        self._x = step(r.schedule, t, self._x, x0, self._draw_noise, clip=not r.latent,
+                       mode=r.config.sampler, inplace=True)
+        if self._x is x0:          # single-step: the prediction is the result
+            self._acc = None
         else:
-            # posterior_step, in place: c1 x_t + c2 x0 (+ sqrt(var) noise when t > 0)
-            x0.mul_(float(r.schedule.posterior_mean_coef2[t]))
-            self._x.mul_(float(r.schedule.posterior_mean_coef1[t])).add_(x0)
-            if t > 0:
-                noise = self._draw_noise(out=x0)
-                self._x.add_(noise.mul_(float(r.schedule.posterior_variance[t]) ** 0.5))
             x0.zero_()
         self._next, self._early = 0, {}
         self._step += 1

@@ -7,7 +7,9 @@ import torch
 from model.config import config_from_official
 from model.directory import build_networks
 from model.errors import ConfigError
-from model.training.parametrization import ParametrizedRestorer, predict_type, to_x0
+from model.denoiser import to_x0
+from model.restorer import Restorer
+from model.training.parametrization import predict_type
 from tests.model.training.conftest import TINY_DIFFUSION, TINY_UNET
 
 
@@ -38,7 +40,7 @@ def test_a_residual_network_that_outputs_zero_restores_bicubic():
     with torch.no_grad():                       # f == 0  =>  x0 = y0 at every step
         for p in unet.out.parameters():
             p.zero_()
-    r = ParametrizedRestorer(cfg, unet, None)
+    r = Restorer(cfg, unet, None)
     img = np.random.default_rng(0).integers(0, 256, (16, 16, 3)).astype(np.uint8)
     from model.degradations.ops import bicubic_upsample, to_uint8
     expected = to_uint8(bicubic_upsample(img.astype(np.float32) / 255, 4))
