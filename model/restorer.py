@@ -28,7 +28,7 @@ from .denoiser import PREDICT_TYPES, Network, X0Denoiser, module_network
 from .sampler import draw_noises, sample as run_sampler
 from .schedule import Schedule, schedule_from_config
 from .geometry import WorkShape
-from .tiling import TiledDenoiser, plan_tiles, tile_cores, tiled_map
+from .tiling import TiledDenoiser, paste_back, plan_tiles, tile_cores, tiled_map
 
 Progress = Callable[[str, int, int], None]   # (stage, done, total)
 
@@ -374,6 +374,5 @@ class Restorer:
                          progress=progress)
         out = self.decode(z0, tiles, progress=progress)[..., :h * self.scale, :w * self.scale]
         if mask_t is not None:
-            # Known pixels are pasted back; only the masked area comes from the model.
-            out = mask_t * out.clamp(-1, 1) + (1 - mask_t) * lq
+            out = paste_back(out, lq, mask_t)
         return to_uint8(out)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from .restorer import Restorer, TileOptions, to_device, to_uint8
 from .sampler import draw_noises, step
-from .tiling import TilePlan, ramp_weights
+from .tiling import TileBlender, TilePlan, paste_back
 
 Shape = tuple[int, ...]
 
@@ -182,11 +182,8 @@ class TiledJob:
         self._cond_lq: Optional[_LazyCondition] = None
         self._plan: Optional[TilePlan] = None
         self._step = 0                     # reverse steps taken so far
-        # this step's blend: accumulator, ramp, weight sum; predictions that came early
-        self._acc: Optional[torch.Tensor] = None
-        self._ramp: Optional[torch.Tensor] = None
-        self._wsum: Optional[torch.Tensor] = None
-        self._wsum_partial: Optional[torch.Tensor] = None
+        # this step's blend (one accumulator for every step); predictions that came early
+        self._blender: Optional[TileBlender] = None
         self._early: dict[int, torch.Tensor] = {}
         self._next = 0
 
@@ -300,30 +297,10 @@ class TiledJob:
         return self._next == len(self.plan.boxes)
 
     def _blend_one(self, index: int, pred: torch.Tensor) -> None:
-        plan, x = self.plan, self._x
-        if self._acc is None:
-            self._acc = torch.zeros(x.shape, device=x.device, dtype=torch.float32)
-        pred = pred.to(x.device).float()
-        if plan.single:
-            self._acc.copy_(pred)
-            return
-        th, tw = plan.tile_h, plan.tile_w
-        top, left = plan.boxes[index]
-        weights = self._weights()
-        self._acc[0, :, top:top + th, left:left + tw] += pred[0] * weights
-        if self._wsum_partial is not None:
-            self._wsum_partial[0, 0, top:top + th, left:left + tw] += weights
-
-    def _weights(self) -> torch.Tensor:
-        if self._ramp is None:
-            plan = self.plan
-            self._ramp = ramp_weights(plan.tile_h, plan.tile_w,
-                                      max(1, self.tiles.latent_overlap), self._x.device,
-                                      torch.float32)
-            # the weight sum is the same every step: accumulated once, in plan order
-            self._wsum_partial = torch.zeros((1, 1, plan.height, plan.width),
-                                             device=self._x.device, dtype=torch.float32)
-        return self._ramp
+        if self._blender is None:
+            overlap = self.tiles.latent_overlap if self.tiles is not None else 0
+            self._blender = TileBlender(self.plan, overlap, device=self._x.device)
+        self._blender.add(index, pred)
 
     @torch.no_grad()
     def complete_step(self, predictions: Optional[Sequence[torch.Tensor]] = None) -> None:
@@ -340,22 +317,16 @@ class TiledJob:
             raise RuntimeError(f"{len(plan.boxes) - self._next} tile predictions of this "
                                "step are missing")
         r, t = self.restorer, self._timestep()
-        x0 = self._acc
-        if not plan.single:
-            if self._wsum is None:
-                self._wsum, self._wsum_partial = self._wsum_partial, None
-            x0.div_(self._wsum)
+        x0 = self._blender.result(inplace=True)
         # in place: x0's memory takes the step's noise, then is the next accumulator
         self._x = step(r.schedule, t, self._x, x0, self._draw_noise, clip=not r.latent,
                        mode=r.config.sampler, inplace=True)
-        if self._x is x0:          # single-step: the prediction is the result
-            self._acc = None
-        else:
-            x0.zero_()
         self._next, self._early = 0, {}
         self._step += 1
-        if self.done:
-            self._acc = self._wsum = self._wsum_partial = self._ramp = None
+        if self.done or self._x is x0:      # single-step: the prediction is the result
+            self._blender = None
+        else:
+            self._blender.reset()
 
     @torch.no_grad()
     def finish(self) -> np.ndarray:
@@ -366,8 +337,7 @@ class TiledJob:
         out = r.decode(self._x, self.tiles)[..., :self.height * r.scale, :self.width * r.scale]
         self._x = None
         if self._mask is not None:
-            # Known pixels are pasted back; only the masked area comes from the model.
-            out = self._mask * out.clamp(-1, 1) + (1 - self._mask) * self._lq
+            out = paste_back(out, self._lq, self._mask)
         return to_uint8_banded(out)
 
     def run(self) -> np.ndarray:
