@@ -33,10 +33,9 @@ from typing import Callable, Optional
 
 import torch
 
+from .config import PREDICT_TYPES
 from .errors import ConfigError
 from .schedule import Schedule
-
-PREDICT_TYPES = ("xstart", "residual")
 
 # f(x_scaled, t, lq, mask) -> what the network outputs (x_0 or the residual): the torch
 # UNet, or a backend's graph / engine (``export.backends``)

@@ -12,9 +12,9 @@ request's canvas and exposes exactly that seam::
         job.complete_step(run_tiles(restorer, work))   # or batched with other jobs
     image = job.finish()                  # decode, crop, paste known pixels
 
-Every piece of arithmetic is the shared one: the tile plan and blending weights of
-``model.tiling``, the noises, prior and posterior of ``model.sampler``, the padding,
-encode and decode of ``Restorer``. Noise comes from the job's own seeded generator,
+Every piece of arithmetic is the shared one: the tile plan, blending and paste-back of
+``model.tiling``, the noises, prior and reverse ``step`` of ``model.sampler``, the
+denoiser, padding, encode and decode of ``Restorer``. Noise comes from the job's own seeded generator,
 so a job gives the same pixels alone or batched with others; with the same seed and
 tile size it gives what ``Restorer.restore`` gives (up to float reassociation in the
 network when the batch composition differs).
@@ -115,8 +115,7 @@ class _LazyCondition:
     """
 
     def __init__(self, restorer: Restorer, lq: torch.Tensor, z_y: torch.Tensor):
-        unet = restorer.config.unet
-        self.ratio = max(1, int(unet.get("lq_size", 64)) // int(unet.get("image_size", 64)))
+        self.ratio = restorer.spec.lq_ratio
         size = (int(z_y.shape[-2]) * self.ratio, int(z_y.shape[-1]) * self.ratio)
         self.channels = int(lq.shape[1])
         self.lq, self.full, self.factor = lq, None, 0
@@ -127,7 +126,7 @@ class _LazyCondition:
         elif size == (f * h, f * w) and f & (f - 1) == 0:
             self.factor = f
         else:
-            self.full = restorer._conditioning(lq, z_y)
+            self.full = restorer.conditioning(lq, z_y)
 
     def crop(self, top: int, left: int, th: int, tw: int) -> torch.Tensor:
         k = self.ratio
@@ -234,7 +233,7 @@ class TiledJob:
         r = self.restorer
         z_y = r.encode_lq(self._padded, self.tiles)
         self._shape = tuple(z_y.shape)
-        if r.config.unet.get("cond_lq", True):
+        if r.spec.cond_lq:
             self._cond_lq = _LazyCondition(r, self._padded, z_y)
         noise = self._draw_noise()
         # x_T = y + std * noise, computed in the noise's buffer (same rounding)
@@ -319,8 +318,8 @@ class TiledJob:
         r, t = self.restorer, self._timestep()
         x0 = self._blender.result(inplace=True)
         # in place: x0's memory takes the step's noise, then is the next accumulator
-        self._x = step(r.schedule, t, self._x, x0, self._draw_noise, clip=not r.latent,
-                       mode=r.config.sampler, inplace=True)
+        self._x = step(r.schedule, t, self._x, x0, self._draw_noise, clip=r.spec.clip_denoised,
+                       mode=r.spec.sampler, inplace=True)
         self._next, self._early = 0, {}
         self._step += 1
         if self.done or self._x is x0:      # single-step: the prediction is the result

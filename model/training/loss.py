@@ -10,7 +10,7 @@
 with s_t the schedule's input scale (``normalize_input``). x0_hat is the restorer's own
 denoiser (``model.denoiser.X0Denoiser``) around the network being trained, and the
 conditioning is exactly what the Restorer feeds the UNet at sampling time
-(``Restorer._conditioning``), so a trained network is used as it was trained.
+(``Restorer.conditioning``), so a trained network is used as it was trained.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def make_targets(restorer: Restorer, gt: torch.Tensor, lq: torch.Tensor) -> Targ
     """gt: Bx3xHxW, lq: Bx3x(H/sf)x(W/sf), both in [-1, 1] on the restorer's device."""
     y0 = restorer.encode_lq(lq)
     x0 = restorer.autoencoder.encode(gt) if restorer.latent else gt
-    cond = restorer._conditioning(lq, y0) if restorer.config.unet.get("cond_lq", True) else None
+    cond = restorer.conditioning(lq, y0) if restorer.spec.cond_lq else None
     return Targets(x0, y0, cond)
 
 
