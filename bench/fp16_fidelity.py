@@ -55,8 +55,8 @@ class Recorder:
         self.encoded: list[tuple] = []
         self.decoded: list[tuple] = []
 
-    def denoiser(self):
-        run = self.inner.denoiser()
+    def unet_fn(self):
+        run = self.inner.unet_fn()
 
         def record(x, t, lq, mask):
             out = run(x, t, lq, mask)
@@ -106,7 +106,7 @@ def alone(kind: str, backend, ref: Recorder, codebook) -> dict:
     """The reduced graph of ``kind`` on the float32 run's inputs."""
     with torch.no_grad():
         if kind == "unet":
-            den = backend.denoiser()
+            den = backend.unet_fn()
             psnrs, flips = [], []
             for x, t, lq, mask, x0 in ref.unet_calls:
                 got = den(x, t, lq, mask).float()

@@ -1,8 +1,8 @@
 """Runtime backends: where a restorer's networks run, behind one small interface.
 
-A :class:`Backend` runs the UNet on a batch (as the sampler's denoiser callable,
-``model.sampler``), the VQGAN encoder and the decoder. The one sampler and the
-restorer's pre/post-processing stay the same for every backend::
+A :class:`Backend` runs the UNet on a batch (the network alone: the restorer wraps it
+into the samplers' denoiser, ``model.denoiser``), the VQGAN encoder and the decoder. The
+one sampler and the restorer's pre/post-processing stay the same for every backend::
 
     from export.families import create_backend
     backend = create_backend("onnxruntime", restorer, model_dir="models/realsr_v3")
@@ -44,10 +44,10 @@ from typing import Callable, Optional, Protocol
 
 import torch
 
-from model.sampler import Denoiser
+from model.denoiser import Network
 
 from .errors import BackendUnavailable, ExportError
-from .ort import CUDA_EP, OnnxDenoiser
+from .ort import CUDA_EP, OnnxUNet
 from .ort_sessions import OrtSessions
 from .store import OnnxStore
 from .tensorrt import (EngineBuilder, default_max_batch, probe_tensorrt, profiles_for,
@@ -101,8 +101,9 @@ class Backend(Protocol):
 
     name: str
 
-    def denoiser(self) -> Denoiser:
-        """The UNet as ``f(x_scaled, t, lq, mask) -> x0`` (BxCxhxw batches)."""
+    def unet_fn(self) -> Network:
+        """The UNet as ``f(x_scaled, t, lq, mask) -> output`` (BxCxhxw batches): the
+        network's own output, before any ``predict_type`` conversion."""
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """Bx3xHxW in [-1, 1] -> latent z (no quantisation)."""
@@ -183,8 +184,8 @@ class TorchBackend:
     def _cl(x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
-    def denoiser(self) -> Denoiser:
-        run_fp32 = self.restorer.denoiser()
+    def unet_fn(self) -> Network:
+        run_fp32 = self.restorer.unet_fn()
         if not self.bf16_unet:
             return run_fp32
         cl = self._cl
@@ -265,15 +266,14 @@ class OnnxRuntimeBackend(OrtSessions):
 
     store_class = OnnxStore
 
-    def denoiser(self) -> Denoiser:
-        per_shape: dict[tuple[int, int], OnnxDenoiser] = {}
-        predict_type = self.restorer.predict_type
+    def unet_fn(self) -> Network:
+        per_shape: dict[tuple[int, int], OnnxUNet] = {}
 
         def run(x: torch.Tensor, t: torch.Tensor, lq, mask) -> torch.Tensor:
             h, w = int(x.shape[-2]), int(x.shape[-1])
             if (h, w) not in per_shape:
                 graph = self._session(f"unet{h}x{w}", lambda: self.store.unet(h, w))
-                per_shape[(h, w)] = OnnxDenoiser(graph, predict_type)
+                per_shape[(h, w)] = OnnxUNet(graph)
             return per_shape[(h, w)](x, t, lq, mask)
         return run
 
@@ -318,8 +318,8 @@ class SplitBackend:
     def __init__(self, upstream: Backend, decoder: Backend):
         self.upstream, self.decoder = upstream, decoder
 
-    def denoiser(self) -> Denoiser:
-        return self.upstream.denoiser()
+    def unet_fn(self) -> Network:
+        return self.upstream.unet_fn()
 
     def prepare(self, latent_tiles: "list[tuple[int, int]]") -> list[str]:
         return self.upstream.prepare(latent_tiles, decoder=False)   # decodes on torch
@@ -404,8 +404,7 @@ class TensorRTBackend:
     def _unet(self, h: int, w: int):
         return self._engine(f"unet_t{h}" if h == w else f"unet_t{h}x{w}", (h, w))
 
-    def denoiser(self) -> Denoiser:
-        residual = self.restorer.predict_type == "residual"
+    def unet_fn(self) -> Network:
 
         def run(x: torch.Tensor, t: torch.Tensor, lq, mask) -> torch.Tensor:
             engine = self._unet(int(x.shape[-2]), int(x.shape[-1]))
@@ -416,8 +415,7 @@ class TensorRTBackend:
                 if mask is None:
                     raise ExportError(f"{engine.path.name} needs a mask")
                 inputs["mask"] = mask
-            out = engine(**inputs)[0].to(x.dtype)
-            return lq - out if residual else out
+            return engine(**inputs)[0].to(x.dtype)
         return run
 
     def prepare(self, latent_tiles: "list[tuple[int, int]]", decoder: bool = True

@@ -121,9 +121,9 @@ def bench_one(restorer, config: str, batch: int, tile: int, repeat: int,
 
     with torch.inference_mode():
         z_y = r.encode_lq(lq)                       # warm-up (and ONNX export if needed)
-        cond = r._conditioning(lq, z_y) if r.config.unet.get("cond_lq", True) else None
+        cond = r.conditioning(lq, z_y) if r.spec.cond_lq else None
         denoiser = r.denoiser()
-        t = torch.full((batch,), r.steps - 1, dtype=torch.long, device=r.device)
+        t = torch.full((batch,), r.steps - 1, dtype=torch.long)   # the denoiser moves it
         x = torch.randn_like(z_y)
         denoiser(x, t, cond, None)
 

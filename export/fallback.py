@@ -74,8 +74,8 @@ class TorchFallback:
                 self._fail(_part(exc.graph), exc)
         return run_torch()
 
-    def denoiser(self):
-        ort_run, torch_run = self.inner.denoiser(), self.torch.denoiser()
+    def unet_fn(self):
+        ort_run, torch_run = self.inner.unet_fn(), self.torch.unet_fn()
 
         def run(x, t, lq, mask):
             return self._guarded("unet", lambda: ort_run(x, t, lq, mask),

@@ -1,8 +1,9 @@
 """Running exported graphs with onnxruntime on torch tensors (CPU or CUDA).
 
 :class:`OrtGraph` is one inference session that takes and returns torch tensors;
-:class:`OnnxDenoiser` adapts a UNet graph to the sampler's denoiser signature
-``f(x_scaled, t, lq, mask) -> x0`` (``model.sampler``), so the one sampler runs on it.
+:class:`OnnxUNet` runs a UNet graph as the network callable
+``f(x_scaled, t, lq, mask) -> output`` (``model.denoiser``), which the restorer wraps
+into the one sampler's denoiser.
 
 On CUDA the tensors never leave the GPU: inputs are bound by their device pointers
 (IOBinding), outputs are allocated by torch on the worker's device and bound the same
@@ -205,16 +206,13 @@ class OrtGraph:
         return outputs
 
 
-class OnnxDenoiser:
-    """A UNet graph as the sampler's denoiser (``model.sampler.Denoiser``).
+class OnnxUNet:
+    """A UNet graph as the network callable ``f(x_scaled, t, lq, mask) -> output``
+    (``model.denoiser.Network``; ``X0Denoiser`` makes it a denoiser). Inputs must have
+    the graph's tile size."""
 
-    ``predict_type`` as in ``Restorer.denoiser``: "xstart" returns the graph's output,
-    "residual" returns ``lq - out``. Inputs must have the graph's tile size.
-    """
-
-    def __init__(self, graph: OrtGraph, predict_type: str = "xstart"):
+    def __init__(self, graph: OrtGraph):
         self.graph = graph
-        self.residual = predict_type == "residual"
         self.tile = graph.input_shapes["x"][2:]
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, lq: Optional[torch.Tensor],
@@ -229,5 +227,4 @@ class OnnxDenoiser:
             if mask is None:
                 raise ExportError(f"{self.graph.path.name} needs a mask")
             inputs["mask"] = mask.float()
-        out = self.graph(**inputs)[0].to(x.device, x.dtype)
-        return lq - out if self.residual else out
+        return self.graph(**inputs)[0].to(x.device, x.dtype)

@@ -1,9 +1,11 @@
 """A model's configuration as data: model.json, official YAML files and presets.
 
 ``ModelConfig`` round-trips exactly through ``to_dict``/``from_dict`` (that dict is
-model.json). Official YAML configs use OmegaConf interpolations such as
-``${autoencoder.params.embed_dim}``; ``resolve_interpolations`` resolves them without
-needing OmegaConf.
+model.json): the official ``params`` dicts as they are. ``ModelSpec`` is what the code
+reads of them, typed, checked and with its defaults in one place (``ModelSpec.from_config``;
+``Restorer.spec`` is built once per model). Official YAML configs use OmegaConf
+interpolations such as ``${autoencoder.params.embed_dim}``; ``resolve_interpolations``
+resolves them without needing OmegaConf.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from .presets import PRESET_NAMES, preset
 
 FORMAT_VERSION = 1
 Family = Literal["resshift", "diffir"]
+PREDICT_TYPES = ("xstart", "residual")
+SAMPLERS = ("full", "single_step")
 _INTERP = re.compile(r"\$\{([^${}]+)\}")
 
 
@@ -88,20 +92,26 @@ class ModelConfig:
     format_version: int = FORMAT_VERSION
 
     @property
+    def spec(self) -> "ModelSpec":
+        """The typed, checked reading of this config (built anew on every access: a
+        ModelConfig may still be edited; a Restorer keeps the one it was built with)."""
+        return ModelSpec.from_config(self)
+
+    @property
     def latent(self) -> bool:
-        return self.autoencoder is not None and bool(self.diffusion.get("latent_flag", True))
+        return self.spec.latent
 
     @property
     def steps(self) -> int:
-        return 1 if self.sampler == "single_step" else int(self.diffusion["steps"])
+        return self.spec.steps
 
     @property
     def sampler(self) -> str:
-        return self.diffusion.get("sampler", "full")
+        return self.spec.sampler
 
     @property
     def needs_mask(self) -> bool:
-        return bool(self.unet.get("cond_mask", False))
+        return self.spec.cond_mask
 
     def to_dict(self) -> dict:
         return {
@@ -123,6 +133,78 @@ class ModelConfig:
             raise ConfigError(f"model config lacks {missing}; it needs 'unet' and 'diffusion'")
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: copy.deepcopy(v) for k, v in d.items() if k in known})
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the code needs of a ResShift model's config, typed, with ONE set of defaults.
+
+    The defaults are those of the networks the config builds (``SwinUNet``'s
+    ``cond_lq``, ``lq_size``, ``window_size``, ``channel_mult``) and of the official
+    sampler (``normalize_input``, ``latent_flag``, ``predict_type``, ``sf``), so the
+    code never assumes another value than the network was built with. ``image_size``
+    and ``steps`` have none: neither the UNet nor the schedule can be built without.
+    """
+
+    latent: bool            # latent diffusion (a VQGAN and ``latent_flag``), else pixels
+    scale: int              # ``sf``: output pixels per LQ pixel
+    image_size: int         # the UNet's latent resolution at construction
+    lq_size: int            # the resolution its lq conditioning has at that size
+    cond_lq: bool           # the UNet takes the LQ image as conditioning
+    cond_mask: bool         # ... and a mask (inpainting)
+    normalize_input: bool   # x_t is divided by ``Schedule.input_scale`` for the UNet
+    predict_type: str       # what the UNet outputs: "xstart" (x_0) or "residual" (y_0 - x_0)
+    sampler: str            # "full" (T steps) or "single_step" (one call, distilled models)
+    timesteps: int          # T, the schedule's length
+    factor: int             # pixels per latent pixel (1 in pixel space)
+    latent_unit: int        # latent sizes (and tiles) must be multiples of this
+    input_multiple: int     # LQ inputs are padded to multiples of this
+
+    @property
+    def lq_ratio(self) -> int:
+        """How many times the latent's resolution the lq conditioning has."""
+        return max(1, self.lq_size // self.image_size)
+
+    @property
+    def clip_denoised(self) -> bool:
+        """Clamp x0 predictions to [-1, 1] (the official sampler: pixel space only)."""
+        return not self.latent
+
+    @property
+    def steps(self) -> int:
+        """Network calls per canvas (tile): T, or 1 for single-step models."""
+        return 1 if self.sampler == "single_step" else self.timesteps
+
+    @classmethod
+    def from_config(cls, config: "ModelConfig") -> "ModelSpec":
+        """Read and check ``config`` (ConfigError names what is wrong)."""
+        unet, diffusion = config.unet, config.diffusion
+        for section, params, key in (("model", unet, "image_size"),
+                                     ("diffusion", diffusion, "steps")):
+            if key not in params:
+                raise ConfigError(f"the config lacks {section}.params.{key}")
+        latent = config.autoencoder is not None and bool(diffusion.get("latent_flag", True))
+        image_size = int(unet["image_size"])
+        lq_size = int(unet.get("lq_size", 256))
+        predict_type = str(diffusion.get("predict_type", "xstart"))
+        if predict_type not in PREDICT_TYPES:
+            raise ConfigError(f"predict_type {predict_type!r} is not supported; use one of "
+                              f"{', '.join(PREDICT_TYPES)}")
+        if predict_type == "residual" and (latent or lq_size != image_size):
+            raise ConfigError("predict_type 'residual' needs a pixel-space model with "
+                              "lq_size == image_size (its lq conditioning is y_0)")
+        sampler = str(diffusion.get("sampler", "full"))
+        if sampler not in SAMPLERS:
+            raise ConfigError(f"sampler {sampler!r} is not supported; use one of "
+                              f"{', '.join(SAMPLERS)}")
+        return cls(
+            latent=latent, scale=int(diffusion.get("sf", config.scale)),
+            image_size=image_size, lq_size=lq_size,
+            cond_lq=bool(unet.get("cond_lq", True)), cond_mask=bool(unet.get("cond_mask", False)),
+            normalize_input=bool(diffusion.get("normalize_input", True)),
+            predict_type=predict_type, sampler=sampler, timesteps=int(diffusion["steps"]),
+            factor=latent_factor(config.autoencoder if latent else None),
+            latent_unit=latent_multiple(unet), input_multiple=int(config.input_multiple))
 
 
 def latent_factor(autoencoder: Optional[dict]) -> int:

@@ -22,15 +22,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import ModelConfig, latent_factor, latent_multiple
-from .errors import ConfigError, InputImageError
-from .sampler import Denoiser, draw_noises, sample as run_sampler
+from .config import ModelConfig, ModelSpec
+from .errors import InputImageError
+from .denoiser import Network, X0Denoiser, module_network
+from .sampler import draw_noises, sample as run_sampler
 from .schedule import Schedule, schedule_from_config
 from .geometry import WorkShape
-from .tiling import TiledDenoiser, plan_tiles, tile_cores, tiled_map
+from .tiling import TiledDenoiser, paste_back, plan_tiles, tile_cores, tiled_map
 
 Progress = Callable[[str, int, int], None]   # (stage, done, total)
-PREDICT_TYPES = ("xstart", "residual")
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,7 @@ class Restorer:
     def __init__(self, config: ModelConfig, unet: torch.nn.Module,
                  autoencoder: Optional[torch.nn.Module], device: str | torch.device = "cpu"):
         self.config = config
+        self.spec: ModelSpec = ModelSpec.from_config(config)   # the config, read once
         self.device = torch.device(device)
         if getattr(unet, "dtype", None) == torch.float16 and hasattr(unet, "convert_to_fp16"):
             # use_fp16: loading may have put float32 weights back (assign=True)
@@ -131,18 +132,11 @@ class Restorer:
         self.unet = unet.to(self.device).eval()
         self.autoencoder = autoencoder.to(self.device).eval() if autoencoder is not None else None
         self.schedule: Schedule = schedule_from_config(config.diffusion)
-        self.latent = config.latent
-        self.scale = int(config.diffusion.get("sf", config.scale))
-        self.factor = latent_factor(config.autoencoder if self.latent else None)
-        self.latent_unit = latent_multiple(config.unet)
-        self.predict_type = config.diffusion.get("predict_type", "xstart")
-        if self.predict_type not in PREDICT_TYPES:
-            raise ConfigError(f"predict_type {self.predict_type!r} is not supported; "
-                              f"use one of {', '.join(PREDICT_TYPES)}")
-        if self.predict_type == "residual" and (self.latent or int(config.unet.get(
-                "lq_size", 64)) != int(config.unet.get("image_size", 64))):
-            raise ConfigError("predict_type 'residual' needs a pixel-space model whose "
-                              "lq_size equals image_size (its lq conditioning is y0)")
+        self.latent = self.spec.latent
+        self.scale = self.spec.scale
+        self.factor = self.spec.factor
+        self.latent_unit = self.spec.latent_unit
+        self.predict_type = self.spec.predict_type
 
     def using(self, backend) -> "Restorer":
         """This restorer with its networks run by ``backend`` (``export.backends``;
@@ -156,7 +150,7 @@ class Restorer:
     # -- pieces --------------------------------------------------------------------
     @property
     def steps(self) -> int:
-        return self.config.steps
+        return self.spec.steps
 
     # What every model family answers (the service describes models with these).
     @property
@@ -169,29 +163,26 @@ class Restorer:
 
     @property
     def needs_mask(self) -> bool:
-        return self.config.needs_mask
+        return self.spec.cond_mask
 
     @property
     def input_multiple(self) -> int:
-        return self.config.input_multiple
+        return self.spec.input_multiple
 
-    def denoiser(self) -> Denoiser:
-        """The UNet as the sampler's denoiser callable, always returning x0.
-
-        ``predict_type: xstart`` (all official models): the UNet predicts x0.
-        ``predict_type: residual``: it predicts y0 - x0. Only pixel-space models with
-        ``lq_size == image_size`` may use it: their lq conditioning (the bicubically
-        upsampled LQ, cut per tile like x) *is* y0, so x0 = lq - out.
-        """
+    def unet_fn(self) -> Network:
+        """The UNet as ``f(x_scaled, t, lq, mask) -> output``: what the network itself
+        computes, on the backend when there is one (``export.backends``)."""
         if self.backend is not None:
-            return self.backend.denoiser()
-        unet = self.unet
-        residual = self.predict_type == "residual"
+            return self.backend.unet_fn()
+        return module_network(self.unet)
 
-        def run(x: torch.Tensor, t: torch.Tensor, lq, mask) -> torch.Tensor:
-            out = unet(x, t, lq=lq, mask=mask)
-            return lq - out if residual else out
-        return run
+    def denoiser(self, network: Optional[Network] = None) -> X0Denoiser:
+        """The UNet (or ``network``, e.g. the module being trained) as the samplers'
+        denoiser: raw x_t in, x0 out (input scaling and ``predict_type`` applied, see
+        ``model.denoiser``)."""
+        return X0Denoiser(network or self.unet_fn(), self.schedule, latent=self.latent,
+                          normalize_input=self.spec.normalize_input,
+                          predict_type=self.predict_type)
 
     def latent_shape(self, lq_shape: Sequence[int]) -> tuple[int, int, int, int]:
         b, _, h, w = lq_shape
@@ -282,9 +273,9 @@ class Restorer:
         Returns x_0 (latent), or [x_T, ..., x_0] with ``return_trajectory``.
         """
         lq = lq.to(self.device, torch.float32)
-        if self.config.needs_mask and mask is None:
+        if self.needs_mask and mask is None:
             raise InputImageError("this inpainting model needs a mask (white = area to fill)")
-        mask = mask.to(self.device, torch.float32) if mask is not None and self.config.needs_mask else None
+        mask = mask.to(self.device, torch.float32) if mask is not None and self.needs_mask else None
         if z_y is None:
             z_y = self.encode_lq(lq, tiles, progress)
         if noises is None:
@@ -296,19 +287,16 @@ class Restorer:
         if tiles is not None:
             denoiser = TiledDenoiser(denoiser, tiles.latent_tile, tiles.latent_overlap,
                                      tiles.max_batch)
-        cond_lq = self._conditioning(lq, z_y) if self.config.unet.get("cond_lq", True) else None
+        cond_lq = self.conditioning(lq, z_y) if self.spec.cond_lq else None
         return run_sampler(denoiser, z_y, self.schedule, lq=cond_lq, mask=mask, noises=noises,
-                           latent=self.latent,
-                           normalize_input=bool(self.config.diffusion.get("normalize_input", True)),
-                           mode=self.config.sampler, return_trajectory=return_trajectory,
-                           callback=callback)
+                           clip_denoised=self.spec.clip_denoised, mode=self.spec.sampler,
+                           return_trajectory=return_trajectory, callback=callback)
 
-    def _conditioning(self, lq: torch.Tensor, z_y: torch.Tensor) -> torch.Tensor:
+    def conditioning(self, lq: torch.Tensor, z_y: torch.Tensor) -> torch.Tensor:
         """The LQ image at the resolution the UNet takes it: ``lq_size / image_size``
-        times the latent's. That is the LQ itself for the official latent models; a
-        pixel-space SR model takes it upsampled to the output size."""
-        ratio = max(1, int(self.config.unet.get("lq_size", 64)) // int(
-            self.config.unet.get("image_size", 64)))
+        (``spec.lq_ratio``) times the latent's. That is the LQ itself for the official
+        latent models; a pixel-space SR model takes it upsampled to the output size."""
+        ratio = self.spec.lq_ratio
         size = (z_y.shape[-2] * ratio, z_y.shape[-1] * ratio)
         if tuple(lq.shape[-2:]) == size:
             return lq
@@ -327,11 +315,10 @@ class Restorer:
 
     def work_shape(self, tile: Optional[int] = None) -> WorkShape:
         """How ``restore(..., tile=tile)`` (and ``TiledJob``) cut an image into UNet calls."""
-        steps = 1 if self.config.sampler == "single_step" else self.schedule.num_steps
         opts = self.tile_options(tile)
         return WorkShape(self.input_multiple, self.scale, self.factor,
                          opts.latent_tile if opts else 0, opts.latent_overlap if opts else 0,
-                         steps, self.scale)
+                         self.spec.steps, self.scale)
 
     def prepare(self, image: np.ndarray, mask: Optional[np.ndarray] = None) -> "Prepared":
         """Check and convert a request's pixels: the LQ in [-1, 1], the mask (1 = fill),
@@ -343,7 +330,7 @@ class Restorer:
         h, w = image.shape[:2]
         lq = to_model_range(image, self.device)
         mask_t = None
-        if self.config.needs_mask:
+        if self.needs_mask:
             if mask is None:
                 raise InputImageError("this inpainting model needs a mask (white = area to fill)")
             if mask.shape != (h, w):
@@ -351,8 +338,8 @@ class Restorer:
                                       f"image is {w}x{h}; send a mask of the image's size")
             mask_t = to_device(torch.from_numpy(mask.astype(np.float32))[None, None],
                                self.device)
-        padded = pad_to_multiple(lq, self.config.input_multiple)
-        mask_pad = pad_to_multiple(mask_t, self.config.input_multiple) * 2 - 1 \
+        padded = pad_to_multiple(lq, self.input_multiple)
+        mask_pad = pad_to_multiple(mask_t, self.input_multiple) * 2 - 1 \
             if mask_t is not None else None
         return Prepared(lq, mask_t, padded, mask_pad)
 
@@ -378,6 +365,5 @@ class Restorer:
                          progress=progress)
         out = self.decode(z0, tiles, progress=progress)[..., :h * self.scale, :w * self.scale]
         if mask_t is not None:
-            # Known pixels are pasted back; only the masked area comes from the model.
-            out = mask_t * out.clamp(-1, 1) + (1 - mask_t) * lq
+            out = paste_back(out, lq, mask_t)
         return to_uint8(out)

@@ -1,20 +1,24 @@
 """Residual-shift sampling (Algorithm 2 of the TPAMI paper) over any denoiser.
 
-The sampler owns the loop and the posterior arithmetic; the network is whatever callable
-is passed in, with one fixed signature::
+``step`` is the one reverse step (clipping, single-step, the posterior) of every
+sampler and stepper: ``sample`` here, the service's ``model.stepper.TiledJob`` and
+DiffIR's IPR loop (``model.diffir.sampler``). ``sample`` owns the loop; the network is
+whatever callable is passed in, with one fixed signature::
 
-    denoiser(x_scaled, t, lq, mask) -> x0_pred
-        x_scaled: BxCxHxW, x_t divided by the schedule's input scale
-        t:        int64 tensor [B] of 0-based timestep indices
+    denoiser(x_t, t, lq, mask) -> x0_pred
+        x_t:      BxCxHxW, the raw chain state
+        t:        int64 tensor [B] of 0-based timestep indices (on the CPU here)
         lq, mask: conditioning, passed through untouched (may be None)
 
-so torch, onnxruntime and TensorRT backends, and the tiling wrapper, are small adapters.
-Progress goes through ``callback(i, t, x_t, x0_pred)``; nothing is printed here.
+What the network takes and gives (input scaling, residual outputs) is the denoiser's
+business (``model.denoiser.X0Denoiser``), so torch, onnxruntime and TensorRT networks,
+and the tiling wrapper, all look the same from here. Progress goes through
+``callback(i, t, x_t, x0_pred)``; nothing is printed here.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Optional, Sequence
+from typing import Callable, Literal, Optional, Protocol, Sequence
 
 import torch
 
@@ -24,6 +28,17 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optiona
                     torch.Tensor]
 Callback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
 SamplerMode = Literal["full", "single_step"]
+# a noise tensor, or a function drawing one (given a spare tensor of x_t's shape it may
+# draw into, or None), called only when the step adds noise
+Noise = torch.Tensor | Callable[[Optional[torch.Tensor]], torch.Tensor]
+
+
+class Posterior(Protocol):
+    """What ``step`` needs of a schedule (``model.schedule.Schedule``, DiffIR's
+    ``IPRSchedule``)."""
+
+    def posterior(self, t: int) -> tuple[float, float, float]:
+        """(coefficient of x_t, coefficient of x_0, variance) of q(x_{t-1} | x_t, x_0)."""
 
 
 def draw_noises(shape: Sequence[int], count: int,
@@ -66,22 +81,44 @@ def q_sample(x0: torch.Tensor, y: torch.Tensor, schedule: Schedule, t: torch.Ten
     return x0 + etas.view(view) * (y - x0) + stds.view(view) * noise
 
 
-def posterior_step(x_t: torch.Tensor, x0_pred: torch.Tensor, schedule: Schedule, t: int,
-                   noise: Optional[torch.Tensor]) -> torch.Tensor:
-    """One reverse step: x_{t-1} = coef1 x_t + coef2 x0 (+ sqrt(var) noise when t > 0)."""
-    mean = (float(schedule.posterior_mean_coef1[t]) * x_t
-            + float(schedule.posterior_mean_coef2[t]) * x0_pred)
+def step(schedule: Posterior, t: int, x_t: torch.Tensor, x0: torch.Tensor,
+         noise: Optional[Noise] = None, *, clip: bool = False, mode: SamplerMode = "full",
+         inplace: bool = False) -> torch.Tensor:
+    """One reverse step at timestep index ``t``: x_{t-1} from x_t and the x_0 prediction.
+
+    clip: clamp x0 to [-1, 1] first (pixel-space models). mode "full": the posterior,
+    x_{t-1} = c_xt x_t + c_x0 x0 (+ sqrt(variance) noise when t > 0 and noise is
+    given); "single_step": x0 itself (one-step distilled models such as SinSR).
+
+    A function of its arguments. ``inplace`` computes the same numbers (the same
+    operations in the same order) in the given tensors' memory instead of new
+    tensors: x_t holds the result, x0 and a noise tensor are used up, and a noise
+    function is handed x0's memory to draw into. A large canvas then steps with no
+    canvas-sized temporaries.
+    """
+    if clip:
+        x0 = x0.clamp_(-1.0, 1.0) if inplace else x0.clamp(-1.0, 1.0)
+    if mode == "single_step":
+        return x0
+    if mode != "full":
+        raise ValueError(f"unknown sampler mode {mode!r}: use 'full' or 'single_step'")
+    c_xt, c_x0, variance = schedule.posterior(t)
+    if inplace:
+        x = x_t.mul_(c_xt).add_(x0.mul_(c_x0))
+    else:
+        x = c_xt * x_t + c_x0 * x0
     if t == 0 or noise is None:
-        return mean
-    return mean + float(schedule.posterior_variance[t]) ** 0.5 * noise
+        return x
+    drawn = noise(x0 if inplace else None) if callable(noise) else noise
+    std = variance ** 0.5
+    return x.add_(drawn.mul_(std)) if inplace else x + std * drawn
 
 
 def sample(denoiser: Denoiser, y: torch.Tensor, schedule: Schedule, *,
            lq: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None,
            noises: Optional[Sequence[torch.Tensor]] = None,
            generator: torch.Generator | Sequence[torch.Generator] | None = None,
-           latent: bool = True, normalize_input: bool = True,
-           clip_denoised: Optional[bool] = None, mode: SamplerMode = "full",
+           clip_denoised: bool = False, mode: SamplerMode = "full",
            return_trajectory: bool = False,
            callback: Optional[Callback] = None) -> torch.Tensor | list[torch.Tensor]:
     """Run the reverse residual-shift chain from the degraded latent ``y`` (BxCxHxW).
@@ -89,15 +126,14 @@ def sample(denoiser: Denoiser, y: torch.Tensor, schedule: Schedule, *,
     noises: T+1 tensors shaped like y; noises[0] draws x_T, noises[i] is added at the
         i-th reverse step (timestep index T-i); the last step adds none. Drawn from
         ``generator`` when omitted.
-    clip_denoised: clamp x0 predictions to [-1, 1]; default: only for pixel-space models,
-        as the official sampler does.
+    clip_denoised: clamp x0 predictions to [-1, 1] (the official sampler does for
+        pixel-space models: ``ModelSpec.clip_denoised``).
     mode: "full" runs all T steps; "single_step" is one network call at t = T-1 whose x0
         prediction is the result (one-step distilled models such as SinSR).
+    callback(i, t, x_{t-1}, x0_pred) after each step, x0_pred as the denoiser gave it.
     Returns x_0, or the list [x_T, ..., x_0] with ``return_trajectory``.
     """
     steps = schedule.num_steps
-    if clip_denoised is None:
-        clip_denoised = not latent
     if noises is None:
         noises = draw_noises(y.shape, steps + 1, generator, device=y.device, dtype=y.dtype)
     if len(noises) < (1 if mode == "single_step" else steps):
@@ -109,15 +145,9 @@ def sample(denoiser: Denoiser, y: torch.Tensor, schedule: Schedule, *,
     last = 1 if mode == "single_step" else steps
     for i in range(1, last + 1):
         t = steps - i
-        t_batch = torch.full((batch,), t, dtype=torch.long, device=y.device)
-        scale = schedule.input_scale(t, latent) if normalize_input else 1.0
-        x0_pred = denoiser(x / scale, t_batch, lq, mask)
-        if clip_denoised:
-            x0_pred = x0_pred.clamp(-1.0, 1.0)
-        if mode == "single_step":
-            x = x0_pred
-        else:
-            x = posterior_step(x, x0_pred, schedule, t, noises[i] if i < len(noises) else None)
+        x0_pred = denoiser(x, torch.full((batch,), t, dtype=torch.long), lq, mask)
+        x = step(schedule, t, x, x0_pred, noises[i] if i < len(noises) else None,
+                 clip=clip_denoised, mode=mode)
         if callback is not None:
             callback(i, t, x, x0_pred)
         trajectory.append(x)

@@ -94,6 +94,11 @@ class Schedule:
             return math.sqrt(self.kappa ** 2 * float(self.etas[t]) + 1.0)
         return 3.0 * self.kappa * float(self.sqrt_etas[t]) + 1.0
 
+    def posterior(self, t: int) -> tuple[float, float, float]:
+        """(coef1, coef2, variance) at index t: x_{t-1} ~ N(coef1 x_t + coef2 x_0, variance)."""
+        return (float(self.posterior_mean_coef1[t]), float(self.posterior_mean_coef2[t]),
+                float(self.posterior_variance[t]))
+
     def prior_std(self) -> float:
         """Std of x_T around y_0: kappa * sqrt(eta_T)."""
         return self.kappa * float(self.sqrt_etas[-1])

@@ -12,9 +12,9 @@ request's canvas and exposes exactly that seam::
         job.complete_step(run_tiles(restorer, work))   # or batched with other jobs
     image = job.finish()                  # decode, crop, paste known pixels
 
-Every piece of arithmetic is the shared one: the tile plan and blending weights of
-``model.tiling``, the noises, prior and posterior of ``model.sampler``, the padding,
-encode and decode of ``Restorer``. Noise comes from the job's own seeded generator,
+Every piece of arithmetic is the shared one: the tile plan, blending and paste-back of
+``model.tiling``, the noises, prior and reverse ``step`` of ``model.sampler``, the
+denoiser, padding, encode and decode of ``Restorer``. Noise comes from the job's own seeded generator,
 so a job gives the same pixels alone or batched with others; with the same seed and
 tile size it gives what ``Restorer.restore`` gives (up to float reassociation in the
 network when the batch composition differs).
@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from .restorer import Restorer, TileOptions, to_device, to_uint8
-from .sampler import draw_noises
-from .tiling import TilePlan, ramp_weights
+from .sampler import draw_noises, step
+from .tiling import TileBlender, TilePlan, paste_back
 
 Shape = tuple[int, ...]
 
@@ -41,7 +41,7 @@ Shape = tuple[int, ...]
 class TileWork:
     """The denoiser inputs of one latent tile at one reverse step.
 
-    x: 1xCxhxw, x_t divided by the schedule's input scale (what the network takes).
+    x: 1xCxhxw, the tile of the raw canvas x_t (the denoiser scales it for the network).
     t: 0-based timestep index. lq / mask: the matching conditioning crops (1x3xHxW in
     [-1, 1], 1x1xHxW in [-1, 1]) or None. Tiles with equal ``key`` stack into one batch.
 
@@ -95,7 +95,7 @@ def run_tiles(restorer: Restorer, work: Sequence[TileWork]) -> list[torch.Tensor
         raise ValueError(f"tiles of different shapes cannot share a batch: {sorted(keys, key=str)}")
     parts = [w.tensors() for w in work]
     x = torch.cat([p[0] for p in parts])
-    t = torch.tensor([w.t for w in work], dtype=torch.long, device=x.device)
+    t = torch.tensor([w.t for w in work], dtype=torch.long)   # the denoiser moves it
     lq = torch.cat([p[1] for p in parts]) if parts[0][1] is not None else None
     mask = torch.cat([p[2] for p in parts]) if parts[0][2] is not None else None
     del parts
@@ -115,8 +115,7 @@ class _LazyCondition:
     """
 
     def __init__(self, restorer: Restorer, lq: torch.Tensor, z_y: torch.Tensor):
-        unet = restorer.config.unet
-        self.ratio = max(1, int(unet.get("lq_size", 64)) // int(unet.get("image_size", 64)))
+        self.ratio = restorer.spec.lq_ratio
         size = (int(z_y.shape[-2]) * self.ratio, int(z_y.shape[-1]) * self.ratio)
         self.channels = int(lq.shape[1])
         self.lq, self.full, self.factor = lq, None, 0
@@ -127,7 +126,7 @@ class _LazyCondition:
         elif size == (f * h, f * w) and f & (f - 1) == 0:
             self.factor = f
         else:
-            self.full = restorer._conditioning(lq, z_y)
+            self.full = restorer.conditioning(lq, z_y)
 
     def crop(self, top: int, left: int, th: int, tw: int) -> torch.Tensor:
         k = self.ratio
@@ -182,11 +181,8 @@ class TiledJob:
         self._cond_lq: Optional[_LazyCondition] = None
         self._plan: Optional[TilePlan] = None
         self._step = 0                     # reverse steps taken so far
-        # this step's blend: accumulator, ramp, weight sum; predictions that came early
-        self._acc: Optional[torch.Tensor] = None
-        self._ramp: Optional[torch.Tensor] = None
-        self._wsum: Optional[torch.Tensor] = None
-        self._wsum_partial: Optional[torch.Tensor] = None
+        # this step's blend (one accumulator for every step); predictions that came early
+        self._blender: Optional[TileBlender] = None
         self._early: dict[int, torch.Tensor] = {}
         self._next = 0
 
@@ -237,7 +233,7 @@ class TiledJob:
         r = self.restorer
         z_y = r.encode_lq(self._padded, self.tiles)
         self._shape = tuple(z_y.shape)
-        if r.config.unet.get("cond_lq", True):
+        if r.spec.cond_lq:
             self._cond_lq = _LazyCondition(r, self._padded, z_y)
         noise = self._draw_noise()
         # x_T = y + std * noise, computed in the noise's buffer (same rounding)
@@ -263,10 +259,7 @@ class TiledJob:
             raise RuntimeError("call encode() before stepping")
         if self.done:
             return []
-        r, t = self.restorer, self._timestep()
-        normalize = bool(r.config.diffusion.get("normalize_input", True))
-        scale = r.schedule.input_scale(t, r.latent) if normalize else 1.0
-        plan = self.plan
+        t, plan = self._timestep(), self.plan
         th, tw = plan.tile_h, plan.tile_w
         c = self._shape[1]
         cond, mask = self._cond_lq, self._mask_in
@@ -280,7 +273,7 @@ class TiledJob:
         key = shapes()
 
         def cut(top: int, left: int):
-            x = self._x[..., top:top + th, left:left + tw] / scale
+            x = self._x[..., top:top + th, left:left + tw]
             lq = cond.crop(top, left, th, tw) if cond is not None else None
             m = None
             if mask is not None:
@@ -303,30 +296,10 @@ class TiledJob:
         return self._next == len(self.plan.boxes)
 
     def _blend_one(self, index: int, pred: torch.Tensor) -> None:
-        plan, x = self.plan, self._x
-        if self._acc is None:
-            self._acc = torch.zeros(x.shape, device=x.device, dtype=torch.float32)
-        pred = pred.to(x.device).float()
-        if plan.single:
-            self._acc.copy_(pred)
-            return
-        th, tw = plan.tile_h, plan.tile_w
-        top, left = plan.boxes[index]
-        weights = self._weights()
-        self._acc[0, :, top:top + th, left:left + tw] += pred[0] * weights
-        if self._wsum_partial is not None:
-            self._wsum_partial[0, 0, top:top + th, left:left + tw] += weights
-
-    def _weights(self) -> torch.Tensor:
-        if self._ramp is None:
-            plan = self.plan
-            self._ramp = ramp_weights(plan.tile_h, plan.tile_w,
-                                      max(1, self.tiles.latent_overlap), self._x.device,
-                                      torch.float32)
-            # the weight sum is the same every step: accumulated once, in plan order
-            self._wsum_partial = torch.zeros((1, 1, plan.height, plan.width),
-                                             device=self._x.device, dtype=torch.float32)
-        return self._ramp
+        if self._blender is None:
+            overlap = self.tiles.latent_overlap if self.tiles is not None else 0
+            self._blender = TileBlender(self.plan, overlap, device=self._x.device)
+        self._blender.add(index, pred)
 
     @torch.no_grad()
     def complete_step(self, predictions: Optional[Sequence[torch.Tensor]] = None) -> None:
@@ -343,27 +316,16 @@ class TiledJob:
             raise RuntimeError(f"{len(plan.boxes) - self._next} tile predictions of this "
                                "step are missing")
         r, t = self.restorer, self._timestep()
-        x0 = self._acc
-        if not plan.single:
-            if self._wsum is None:
-                self._wsum, self._wsum_partial = self._wsum_partial, None
-            x0.div_(self._wsum)
-        if not r.latent:          # the sampler's default clip_denoised
-            x0.clamp_(-1.0, 1.0)
-        if r.config.sampler == "single_step":
-            self._x, self._acc = x0, None
-        else:
-            # posterior_step, in place: c1 x_t + c2 x0 (+ sqrt(var) noise when t > 0)
-            x0.mul_(float(r.schedule.posterior_mean_coef2[t]))
-            self._x.mul_(float(r.schedule.posterior_mean_coef1[t])).add_(x0)
-            if t > 0:
-                noise = self._draw_noise(out=x0)
-                self._x.add_(noise.mul_(float(r.schedule.posterior_variance[t]) ** 0.5))
-            x0.zero_()
+        x0 = self._blender.result(inplace=True)
+        # in place: x0's memory takes the step's noise, then is the next accumulator
+        self._x = step(r.schedule, t, self._x, x0, self._draw_noise, clip=r.spec.clip_denoised,
+                       mode=r.spec.sampler, inplace=True)
         self._next, self._early = 0, {}
         self._step += 1
-        if self.done:
-            self._acc = self._wsum = self._wsum_partial = self._ramp = None
+        if self.done or self._x is x0:      # single-step: the prediction is the result
+            self._blender = None
+        else:
+            self._blender.reset()
 
     @torch.no_grad()
     def finish(self) -> np.ndarray:
@@ -374,8 +336,7 @@ class TiledJob:
         out = r.decode(self._x, self.tiles)[..., :self.height * r.scale, :self.width * r.scale]
         self._x = None
         if self._mask is not None:
-            # Known pixels are pasted back; only the masked area comes from the model.
-            out = self._mask * out.clamp(-1, 1) + (1 - self._mask) * self._lq
+            out = paste_back(out, self._lq, self._mask)
         return to_uint8_banded(out)
 
     def run(self) -> np.ndarray:

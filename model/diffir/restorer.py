@@ -28,13 +28,13 @@ import torch
 from ..errors import ConfigError, InputImageError
 from ..restorer import pad_to_multiple
 from ..geometry import WorkShape
-from ..tiling import TilePlan
+from ..tiling import TilePlan, blend
 from .config import IPR_WIDTH, DiffIRConfig
 from .network import DiffIRS2Net
 from .sampler import StepCallback, sample_ipr
 from .schedule import IPRSchedule
-from .tiling import (DiffIRTiling, blend_tiles, condition_halo, crop_tiles, tiled_condition,
-                     tiling_for, whole)
+from .tiling import (DiffIRTiling, condition_halo, crop_tiles, tiled_condition, tiling_for,
+                     whole)
 
 Progress = Callable[[str, int, int], None]   # (stage, done, total)
 
@@ -202,7 +202,7 @@ class DiffIRRestorer:
             outputs.append(self.dirformer(crop, ipr))
             if progress is not None:
                 progress("tiles", i + 1, len(plan.boxes))
-        return blend_tiles(outputs, plan, self.scale, overlap)
+        return blend(outputs, plan, overlap, self.scale)
 
     @torch.no_grad()
     def restore(self, image: np.ndarray, mask: Optional[np.ndarray] = None,

@@ -2,9 +2,10 @@
 
 DiffIR's inference draws one Gaussian x_T (B, 256) and then, for t = T-1 .. 0, asks the
 denoiser for x_0 given (x_t, t, condition) and moves to the posterior mean
-mu_t(x_t, x_0) with *no* added noise (``clip_denoised`` is off). The loop knows nothing
-about networks: the denoiser is any callable ``f(x_t, t, condition) -> x_0`` with
-x_t (B, 256), t (B,) int64 and condition (B, 256).
+mu_t(x_t, x_0) with *no* added noise (``clip_denoised`` is off): ResShift's one reverse
+step (``model.sampler.step``) with no noise. The loop knows nothing about networks: the
+denoiser is any callable ``f(x_t, t, condition) -> x_0`` with x_t (B, 256), t (B,) int64
+and condition (B, 256).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Callable, Optional
 
 import torch
 
-from .schedule import IPRSchedule, posterior_mean
+from ..sampler import step
+from .schedule import IPRSchedule
 
 IPRDenoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 StepCallback = Callable[[int, torch.Tensor], None]     # (t, x_{t-1} after the step)
@@ -32,7 +34,7 @@ def sample_ipr(denoiser: IPRDenoiser, condition: torch.Tensor, x_T: torch.Tensor
     for t in reversed(range(schedule.num_steps)):
         steps = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
         x0 = denoiser(x, steps, condition)
-        x = posterior_mean(schedule, x0, x, t)
+        x = step(schedule, t, x, x0)
         states.append(x)
         if callback is not None:
             callback(t, x)

@@ -43,6 +43,12 @@ class IPRSchedule:
     def num_steps(self) -> int:
         return int(self.coef1.shape[0])
 
+    def posterior(self, t: int) -> tuple[float, float, float]:
+        """(coefficient of x_t, coefficient of x_0, variance) at step t, the form
+        ``model.sampler.step`` takes (note the official names: coef1 is x_0's). The
+        variance is 0: DiffIR samples the posterior mean only."""
+        return float(self.coef2[t]), float(self.coef1[t]), 0.0
+
 
 def linear_betas(timesteps: int, start: float, end: float) -> torch.Tensor:
     """(T,) float64 betas, evenly spaced in sqrt(beta) from sqrt(start) to sqrt(end)."""
@@ -110,10 +116,3 @@ def check_stored(stored: Mapping[str, torch.Tensor], timesteps: int, start: floa
     coef2 = stored.get("posterior_mean_coef2", expected["posterior_mean_coef2"])
     return IPRSchedule(coef1.detach().float().clone(), coef2.detach().float().clone())
 
-
-def posterior_mean(schedule: IPRSchedule, x0: torch.Tensor, x_t: torch.Tensor,
-                   t: int) -> torch.Tensor:
-    """mu_t(x_t, x_0) for step index ``t``; x0, x_t: (B, 256)."""
-    coef1 = schedule.coef1[t].to(x_t.device, x_t.dtype)
-    coef2 = schedule.coef2[t].to(x_t.device, x_t.dtype)
-    return coef1 * x0 + coef2 * x_t

@@ -28,9 +28,9 @@ import torch
 
 from ..errors import InputImageError
 from ..restorer import pad_to_multiple
-from ..tiling import TilePlan
+from ..tiling import TilePlan, blend
 from .restorer import DiffIRRestorer, to_unit_range, unit_to_uint8
-from .tiling import DiffIRTiling, blend_tiles, crop_tiles, tiling_for
+from .tiling import DiffIRTiling, crop_tiles, tiling_for
 
 Shape = tuple[int, ...]
 
@@ -148,8 +148,8 @@ class DiffIRJob:
             raise ValueError(f"expected {len(self.plan.boxes)} tile outputs, got "
                              f"{len(predictions)}")
         overlap = self.tiles.overlap if self.tiles is not None else 0
-        self._out = blend_tiles([p.to(self.restorer.device) for p in predictions], self.plan,
-                                self.restorer.scale, overlap)
+        self._out = blend([p.to(self.restorer.device) for p in predictions], self.plan,
+                          overlap, self.restorer.scale)
 
     def finish(self) -> np.ndarray:
         """Crop the padding: (s*H)x(s*W)x3 uint8."""

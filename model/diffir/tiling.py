@@ -14,7 +14,8 @@ about 15% of that (25, 60, 218 MiB at the same sizes).
 Policy (``DiffIRTiling``): a padded LQ of at most ``max_whole_pixels`` runs in one piece,
 exactly as the official code does; a larger one runs the DIRformer on overlapping square
 tiles of ``tile`` LQ pixels (multiples of the input multiple, starts aligned to it) and
-blends their outputs with the linear ramps of ``model.tiling`` over the overlap.
+blends their outputs with ResShift's blending (``model.tiling.blend``: linear ramps over
+the overlap).
 
 How tiling changes results: every tile's attention normalises over its own pixels only,
 so a tiled image is not the whole-image result, though close away from the seams, and
@@ -28,12 +29,12 @@ the degradation they remove.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 
 from ..errors import InputImageError
-from ..tiling import TilePlan, plan_tiles, ramp_weights
+from ..tiling import TilePlan, plan_tiles
 
 # CPEN_S2's receptive field: 22 stacked 3x3 convolutions (1 + 2 per residual block for
 # the released n_encoder_res = 9, + 3) see 22 pixels to each side; ``condition_halo``
@@ -88,26 +89,6 @@ def crop_tiles(lq: torch.Tensor, plan: TilePlan) -> list[torch.Tensor]:
     """The LQ crops (1x3xthxtw each) of a padded 1x3xHxW image, in plan order."""
     th, tw = plan.tile_h, plan.tile_w
     return [lq[..., top:top + th, left:left + tw] for top, left in plan.boxes]
-
-
-def blend_tiles(outputs: Sequence[torch.Tensor], plan: TilePlan, scale: int,
-                overlap: int) -> torch.Tensor:
-    """Ramp-weighted average of the tiles' outputs (1x3x(s*th)x(s*tw) each) into one
-    1x3x(s*H)x(s*W) float32 canvas; the ramp spans the overlap in output pixels."""
-    if plan.single:
-        return outputs[0].float()
-    oth, otw = plan.tile_h * scale, plan.tile_w * scale
-    device = outputs[0].device
-    weights = ramp_weights(oth, otw, max(1, overlap * scale), device, torch.float32)
-    out = torch.zeros((1, outputs[0].shape[1], plan.height * scale, plan.width * scale),
-                      device=device, dtype=torch.float32)
-    wsum = torch.zeros((1, 1, plan.height * scale, plan.width * scale), device=device,
-                       dtype=torch.float32)
-    for pred, (top, left) in zip(outputs, plan.boxes):
-        t, l = top * scale, left * scale
-        out[0, :, t:t + oth, l:l + otw] += pred[0].float() * weights
-        wsum[0, 0, t:t + oth, l:l + otw] += weights
-    return out / wsum
 
 
 def condition_halo(n_encoder_res: int) -> int:

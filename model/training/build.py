@@ -35,7 +35,7 @@ def build_training_model(section: ModelSection, name: str, seed: int
         cfg = config_from_official(official, name=name)
         torch.manual_seed(int(seed))
         unet, autoencoder = build_networks(cfg)
-        if cfg.diffusion.get("predict_type", "xstart") == "residual":
+        if cfg.spec.predict_type == "residual":
             # A residual predictor whose last conv starts at zero predicts y_0 - 0 = y_0:
             # training starts from the bicubic baseline and can only be pulled away
             # from it by the data, instead of first unlearning a random residual.

@@ -101,14 +101,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from model.errors import ModelError
-    from model.training.parametrization import load_parametrized
+    from model.directory import load
     from model.training.evaluate import evaluate, pairs_by_degradation, pairs_from_folders
 
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
     try:
-        restorer = load_parametrized(args.model, device=args.device)
+        restorer = load(args.model, device=args.device)
         scale = restorer.scale
         if args.lq:
             pairs = pairs_from_folders(Path(args.lq), Path(args.gt), scale, args.limit)

@@ -7,9 +7,10 @@
     x0_hat = f(x_t / s_t, lq-conditioning, t)        (predict_type xstart, the official)
            = y_0 - f(x_t / s_t, y_0, t)               (predict_type residual, pixel models)
 
-with s_t the schedule's input scale (``normalize_input``). The conditioning is exactly
-what the Restorer feeds the UNet at sampling time (``Restorer._conditioning``), so a
-trained network is used as it was trained.
+with s_t the schedule's input scale (``normalize_input``). x0_hat is the restorer's own
+denoiser (``model.denoiser.X0Denoiser``) around the network being trained, and the
+conditioning is exactly what the Restorer feeds the UNet at sampling time
+(``Restorer.conditioning``), so a trained network is used as it was trained.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ from typing import Optional
 import torch
 from torch import nn
 
+from ..denoiser import module_network
 from ..restorer import Restorer
 from ..sampler import q_sample
-from ..schedule import Schedule
-from .parametrization import predict_type, to_x0
 
 
 @dataclass
@@ -42,21 +42,12 @@ class LossOutput:
     lpips: Optional[float]
 
 
-def input_scales(schedule: Schedule, t: torch.Tensor, latent: bool) -> torch.Tensor:
-    """Per-sample divisor of x_t (vectorised ``Schedule.input_scale``), shape [B]."""
-    if latent:
-        table = (schedule.kappa ** 2 * schedule.etas + 1.0) ** 0.5
-    else:
-        table = 3.0 * schedule.kappa * schedule.sqrt_etas + 1.0
-    return torch.as_tensor(table, dtype=torch.float32, device=t.device)[t]
-
-
 @torch.no_grad()
 def make_targets(restorer: Restorer, gt: torch.Tensor, lq: torch.Tensor) -> Targets:
     """gt: Bx3xHxW, lq: Bx3x(H/sf)x(W/sf), both in [-1, 1] on the restorer's device."""
     y0 = restorer.encode_lq(lq)
     x0 = restorer.autoencoder.encode(gt) if restorer.latent else gt
-    cond = restorer._conditioning(lq, y0) if restorer.config.unet.get("cond_lq", True) else None
+    cond = restorer.conditioning(lq, y0) if restorer.spec.cond_lq else None
     return Targets(x0, y0, cond)
 
 
@@ -65,12 +56,8 @@ def diffusion_loss(unet: nn.Module, restorer: Restorer, targets: Targets, t: tor
                    lpips: Optional[nn.Module] = None, lpips_weight: float = 0.0,
                    mask: Optional[torch.Tensor] = None) -> LossOutput:
     """The loss of Algorithm 1 for timesteps ``t`` [B] and noise shaped like x0."""
-    schedule = restorer.schedule
-    x_t = q_sample(targets.x0, targets.y0, schedule, t, noise)
-    if bool(restorer.config.diffusion.get("normalize_input", True)):
-        x_t = x_t / input_scales(schedule, t, restorer.latent).view(-1, 1, 1, 1).to(x_t.dtype)
-    pred = to_x0(unet(x_t, t, lq=targets.cond, mask=mask), targets.cond,
-                 predict_type(restorer.config))
+    x_t = q_sample(targets.x0, targets.y0, restorer.schedule, t, noise)
+    pred = restorer.denoiser(module_network(unet))(x_t, t, targets.cond, mask)
     mse = torch.mean((pred.float() - targets.x0.float()) ** 2)
     if lpips is None or lpips_weight <= 0 or gt is None:
         return LossOutput(mse, float(mse.detach()), None)

@@ -25,6 +25,7 @@ import torch
 from ..degradations import get_degradation
 from ..directory import save
 from ..errors import ConfigError
+from ..restorer import Restorer
 from . import distributed as dist
 from .build import build_training_model
 from .checkpoint import (checkpoint_path, latest_checkpoint, load_checkpoint, rng_state,
@@ -35,7 +36,6 @@ from .ema import EMA
 from .evaluate import EvalPair, degrade_pair, evaluate
 from .loss import diffusion_loss, make_targets
 from .optim import lr_at, make_optimizer, set_lr
-from .parametrization import ParametrizedRestorer
 
 log = logging.getLogger("resshift.train")
 
@@ -67,8 +67,7 @@ class Trainer:
         self.unet = unet.to(self.device)
         self.ema = EMA(self.unet, cfg.train.ema_decay)
         # the Restorer over the EMA weights: targets (encode), validation, the model dir
-        self.restorer = ParametrizedRestorer(self.model_config, self.ema.shadow, autoencoder,
-                                             self.device)
+        self.restorer = Restorer(self.model_config, self.ema.shadow, autoencoder, self.device)
         self.model = dist.wrap(self.unet, self.dist, self.device)
         t = cfg.train
         self.optimizer = make_optimizer(self.unet, t.lr, t.weight_decay, t.betas)

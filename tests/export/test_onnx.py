@@ -14,9 +14,10 @@ import torch
 from export.errors import ExportCheckError, ExportError
 from export.graphs import unet_graph
 from export.manifest import read_manifest, weights_hash
-from export.onnx import TOLERANCE, check_graph, write_graph
 from export.families import export_onnx
-from export.ort import OnnxDenoiser, OrtGraph
+from export.onnx import TOLERANCE, check_graph, write_graph
+from export.ort import OnnxUNet, OrtGraph
+from model.denoiser import X0Denoiser
 from model.nets.unet import SwinUNet
 from model.sampler import draw_noises, sample
 from tests.conftest import rel_err
@@ -74,14 +75,15 @@ def test_demo_exports_only_its_unet(demo_onnx):
 def test_four_step_sample_on_onnx_unet_matches_torch(which, request):
     restorer = request.getfixturevalue(f"{which}_restorer")
     exported = request.getfixturevalue(f"{which}_onnx")
-    onnx_unet = OnnxDenoiser(OrtGraph(exported.directory / "unet_t64.onnx"),
-                             restorer.predict_type)
+    onnx_unet = X0Denoiser(OnnxUNet(OrtGraph(exported.directory / "unet_t64.onnx")),
+                           restorer.schedule, latent=restorer.latent,
+                           predict_type=restorer.predict_type)
     gen = torch.Generator().manual_seed(0)
     c = restorer.unet.in_channels
     y = torch.rand(2, c, 64, 64, generator=gen) * 2 - 1
     lq = y[:, :3] if which == "demo" else torch.rand(2, 3, 64, 64, generator=gen) * 2 - 1
     noises = draw_noises(y.shape, restorer.steps + 1, gen)
-    kw = dict(lq=lq, noises=noises, latent=restorer.latent)
+    kw = dict(lq=lq, noises=noises, clip_denoised=not restorer.latent)
     assert restorer.schedule.num_steps == 4
     with torch.no_grad():
         ref = sample(restorer.denoiser(), y, restorer.schedule, **kw)

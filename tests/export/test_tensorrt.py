@@ -319,8 +319,8 @@ def test_engines_match_torch_fp32_on_a_gpu(precision, tmp_path):
         t = torch.randint(0, 4, (b,), device="cuda", generator=gen)
         lq = torch.rand(b, 3, 64, 64, device="cuda", generator=gen) * 2 - 1
         with torch.no_grad():
-            want = restorer.denoiser()(x, t, lq, None)
-        got = backend.denoiser()(x, t, lq, None)
+            want = restorer.unet_fn()(x, t, lq, None)
+        got = backend.unet_fn()(x, t, lq, None)
         assert got.dtype == torch.float32 and got.device == x.device
         assert psnr(got, want, float(want.max() - want.min())) >= bound
     # the encoder at a full VAE tile and a smaller image; the decoder after it

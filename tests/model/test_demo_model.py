@@ -35,8 +35,7 @@ def _input_256():
 
 @pytest.fixture(scope="module")
 def demo():
-    from model.training.parametrization import load_parametrized
-    return load_parametrized("demo")
+    return model.load("demo")
 
 
 def test_demo_is_small_and_records_its_recipe():
@@ -75,11 +74,15 @@ def test_tiled_restore_of_256px_matches_untiled_without_seams(demo):
 
 
 def test_core_restorer_runs_the_demo_as_trained(demo):
-    from model import restorer as core
-    if "residual" not in getattr(core, "PREDICT_TYPES", ("xstart",)) and \
-            demo.predict_type != "xstart":
-        pytest.skip("model/restorer.py does not apply predict_type 'residual' yet "
-                    "(see docs/demo_model.md); model.load('demo') would return f, not y - f")
-    img = _input_256()[:48, :40]
-    np.testing.assert_array_equal(model.load("demo").restore(img, seed=1),
-                                  demo.restore(img, seed=1))
+    """The demo predicts the residual: its denoiser gives y0 - f(x_t / s_t), as trained."""
+    import torch
+    assert demo.predict_type == "residual"
+    gen = torch.Generator().manual_seed(0)
+    x_t = torch.randn(2, 3, 64, 64, generator=gen)
+    y0 = torch.rand(2, 3, 64, 64, generator=gen) * 2 - 1
+    t = torch.tensor([3, 1])
+    scales = torch.tensor([demo.schedule.input_scale(int(s), latent=False) for s in t])
+    with torch.no_grad():
+        want = y0 - demo.unet(x_t / scales.view(-1, 1, 1, 1), t, lq=y0)
+        got = demo.denoiser()(x_t, t, y0, None)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from model.tiling import TiledDenoiser, axis_starts, plan_tiles, ramp_weights, tiled_map
+from model.tiling import (TileBlender, TiledDenoiser, axis_starts, blend, paste_back,
+                          plan_tiles, ramp_weights, tiled_map)
 
 
 @pytest.mark.parametrize("length,tile,overlap", [(64, 64, 16), (100, 64, 16), (203, 64, 16),
@@ -64,3 +65,71 @@ def test_tiled_denoiser_equals_untiled_for_a_local_denoiser_and_cuts_lq_consiste
     t = torch.tensor([3, 1])
     tiled = TiledDenoiser(den, tile=64, overlap=16, max_batch=5)(x, t, lq, None)
     torch.testing.assert_close(tiled, den(x, t, lq, None), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("scale", [1, 4, 0.25])
+def test_blending_equal_tiles_gives_that_value_everywhere(scale):
+    plan = plan_tiles(96, 160, 64, 16, align=4)
+    assert len(plan.boxes) > 2
+    side_h, side_w = round(plan.tile_h * scale), round(plan.tile_w * scale)
+    out = blend([torch.full((1, 2, side_h, side_w), -0.75)] * len(plan.boxes), plan, 16, scale)
+    assert out.shape == (1, 2, round(96 * scale), round(160 * scale))
+    torch.testing.assert_close(out, torch.full_like(out, -0.75))
+
+
+def test_blend_is_the_ramp_weighted_average_of_the_tiles():
+    plan = plan_tiles(40, 72, 32, 8)
+    gen = torch.Generator().manual_seed(0)
+    tiles = [torch.randn(1, 3, plan.tile_h, plan.tile_w, generator=gen) for _ in plan.boxes]
+    w = ramp_weights(plan.tile_h, plan.tile_w, 8, dtype=torch.float64)
+    num = torch.zeros(1, 3, 40, 72, dtype=torch.float64)
+    den = torch.zeros(1, 1, 40, 72, dtype=torch.float64)
+    for tile, (top, left) in zip(tiles, plan.boxes):
+        num[..., top:top + plan.tile_h, left:left + plan.tile_w] += tile.double() * w
+        den[..., top:top + plan.tile_h, left:left + plan.tile_w] += w
+    torch.testing.assert_close(blend(tiles, plan, 8), (num / den).float())
+
+
+def test_rounds_in_one_blender_equal_fresh_blends_bit_for_bit():
+    """The stepper's use: blend, normalise in place, reset, blend the next step's tiles."""
+    plan = plan_tiles(48, 80, 32, 8)
+    gen = torch.Generator().manual_seed(1)
+    rounds = [[torch.randn(1, 3, plan.tile_h, plan.tile_w, generator=gen) for _ in plan.boxes]
+              for _ in range(3)]
+    blender = TileBlender(plan, 8)
+    for tiles in rounds:
+        for i, tile in enumerate(tiles):
+            blender.add(i, tile)
+        got = blender.result(inplace=True)
+        assert got.data_ptr() == blender.acc.data_ptr()
+        assert torch.equal(got, blend(tiles, plan, 8))
+        blender.reset()
+
+
+def test_a_single_tile_plan_passes_the_tile_through():
+    plan = plan_tiles(20, 30, 64, 16)
+    tile = torch.randn(1, 3, 20, 30)
+    assert torch.equal(blend([tile], plan, 16), tile)
+
+
+def test_batch_items_blend_into_their_own_canvases():
+    plan = plan_tiles(40, 72, 32, 8)
+    blender = TileBlender(plan, 8, batch=2)
+    for i, _ in enumerate(plan.boxes):
+        blender.add(i, torch.full((3, plan.tile_h, plan.tile_w), 1.0), 0)
+        blender.add(i, torch.full((3, plan.tile_h, plan.tile_w), -2.0), 1)
+    out = blender.result()
+    torch.testing.assert_close(out[0], torch.ones(3, 40, 72))
+    torch.testing.assert_close(out[1], torch.full((3, 40, 72), -2.0))
+
+
+def test_paste_back_keeps_known_pixels_and_clamps_the_generated_ones():
+    gen = torch.Generator().manual_seed(2)
+    known = torch.rand(1, 3, 8, 10, generator=gen) * 2 - 1
+    generated = torch.randn(1, 3, 8, 10, generator=gen) * 3
+    mask = torch.zeros(1, 1, 8, 10)
+    mask[..., 2:6, 3:9] = 1
+    out = paste_back(generated, known, mask)
+    keep = mask.expand_as(known) == 0
+    assert torch.equal(out[keep], known[keep])
+    assert torch.equal(out[~keep], generated.clamp(-1, 1)[~keep])

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from model.diffir.stepper import DiffIRJob, run_tiles
-from model.diffir.tiling import DiffIRTiling, blend_tiles, crop_tiles, tiling_for
+from model.diffir.tiling import DiffIRTiling, crop_tiles, tiling_for
 from model.errors import InputImageError
 from model.restorer import pad_to_multiple
+from model.tiling import blend
 
 from .conftest import tiny_restorer
 
@@ -50,7 +51,7 @@ def test_condition_over_tiles_equals_the_whole_image(r4):
 def test_blending_equal_tiles_gives_that_tile_everywhere():
     plan = tiling_for(16, 8).plan(24, 40, 8)
     value = torch.full((1, 3, 64, 64), 0.25)
-    out = blend_tiles([value] * len(plan.boxes), plan, 4, 8)
+    out = blend([value] * len(plan.boxes), plan, 8, 4)
     assert out.shape == (1, 3, 96, 160) and torch.allclose(out, torch.full_like(out, 0.25))
 
 

@@ -8,13 +8,10 @@ import torch
 
 from model.degradations import get_degradation
 from model.errors import CheckpointError
-from model.schedule import schedule_from_config
 from model.training.data import (DataError, ImagePool, PairSampler, PairSettings, list_sources,
                                  pad_to_min_side, random_crop)
 from model.training.ema import EMA
-from model.training.loss import input_scales
 from model.training.optim import lr_at
-from tests.model.training.conftest import TINY_DIFFUSION
 
 
 def test_sources_folder_text_list_and_errors(tmp_path, image_dir):
@@ -84,15 +81,6 @@ def test_ema_tracks_the_weights():
     ema.update(net, step=10 ** 6)
     torch.testing.assert_close(ema.shadow.weight, 0.9 * before + 0.1 * net.weight)
     assert not ema.shadow.weight.requires_grad
-
-
-def test_input_scales_match_the_schedule():
-    sched = schedule_from_config(TINY_DIFFUSION)
-    t = torch.arange(sched.num_steps)
-    for latent in (True, False):
-        got = input_scales(sched, t, latent)
-        want = [sched.input_scale(i, latent) for i in range(sched.num_steps)]
-        np.testing.assert_allclose(got.numpy(), want, rtol=1e-6)
 
 
 def test_lpips_loads_user_weights_in_both_layouts(tmp_path):

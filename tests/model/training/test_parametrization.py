@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from model.config import config_from_official
+from model.config import ModelSpec, config_from_official
+from model.denoiser import to_x0
 from model.directory import build_networks
 from model.errors import ConfigError
-from model.training.parametrization import ParametrizedRestorer, predict_type, to_x0
+from model.restorer import Restorer
 from tests.model.training.conftest import TINY_DIFFUSION, TINY_UNET
 
 
@@ -24,11 +25,13 @@ def test_to_x0():
 
 
 def test_residual_needs_a_pixel_model_conditioned_on_y():
-    assert predict_type(_cfg()) == "residual"
+    assert ModelSpec.from_config(_cfg()).predict_type == "residual"
     with pytest.raises(ConfigError, match="lq_size == image_size"):
-        predict_type(_cfg(lq_size=64))
+        ModelSpec.from_config(_cfg(lq_size=64))
     with pytest.raises(ConfigError, match="not supported"):
-        predict_type(_cfg("epsilon"))
+        ModelSpec.from_config(_cfg("epsilon"))
+    with pytest.raises(ConfigError, match="lq_size == image_size"):
+        Restorer(_cfg(lq_size=64), None, None)
 
 
 def test_a_residual_network_that_outputs_zero_restores_bicubic():
@@ -38,7 +41,7 @@ def test_a_residual_network_that_outputs_zero_restores_bicubic():
     with torch.no_grad():                       # f == 0  =>  x0 = y0 at every step
         for p in unet.out.parameters():
             p.zero_()
-    r = ParametrizedRestorer(cfg, unet, None)
+    r = Restorer(cfg, unet, None)
     img = np.random.default_rng(0).integers(0, 256, (16, 16, 3)).astype(np.uint8)
     from model.degradations.ops import bicubic_upsample, to_uint8
     expected = to_uint8(bicubic_upsample(img.astype(np.float32) / 255, 4))
