@@ -13,14 +13,17 @@ and ``resshift train`` write one, ``model.load`` reads one. Exports go beside it
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 
 from .checkpoint import load_into, save_safetensors
 from .config import ModelConfig, load_config
+from .diffir import directory as diffir_directory
+from .diffir.restorer import DiffIRRestorer
 from .errors import ConfigError
 from .nets.autoencoder import VQAutoencoder
 from .nets.unet import SwinUNet
@@ -107,23 +110,35 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{meta} does not hold a JSON object")
     family = data.get("family", "resshift")
-    if family == "diffir":
-        from .diffir import directory as diffir_dir
-        return diffir_dir.load(directory, data, device)
-    if family != "resshift":
+    loader = LOADERS.get(family)
+    if loader is None:
         raise ConfigError(f"{directory} holds a {family!r} model; known families are "
-                          "'resshift' and 'diffir'")
+                          + ", ".join(repr(f) for f in LOADERS))
+    return loader(directory, data, device)
+
+
+def _load_resshift(directory: Path, data: dict, device: str | torch.device) -> Restorer:
     config = ModelConfig.from_dict(data)
     ae_path = directory / AUTOENCODER_FILE if config.autoencoder else None
     return _restorer(config, directory / UNET_FILE, ae_path, device)
 
 
+# model.json's "family" -> the loader of that family's directories
+LOADERS: dict[str, Callable[[Path, dict, Any], Any]] = {
+    "resshift": _load_resshift,
+    "diffir": diffir_directory.load,
+}
+
+
+@functools.singledispatch
 def save(restorer: Any, directory: str | Path) -> Path:
     """Write ``restorer`` (either family) as a model directory; returns its path."""
+    raise ConfigError(f"no model directory format for a {type(restorer).__name__}")
+
+
+@save.register
+def _(restorer: Restorer, directory: str | Path) -> Path:
     directory = Path(directory)
-    if getattr(restorer, "family", "resshift") == "diffir":
-        from .diffir import directory as diffir_dir
-        return diffir_dir.save(restorer, directory, MODEL_JSON)
     directory.mkdir(parents=True, exist_ok=True)
     config = restorer.config
     config.provenance.setdefault("written", _dt.datetime.now(_dt.timezone.utc).isoformat(
@@ -133,3 +148,8 @@ def save(restorer: Any, directory: str | Path) -> Path:
         save_safetensors(restorer.autoencoder, directory / AUTOENCODER_FILE)
     (directory / MODEL_JSON).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     return directory
+
+
+@save.register
+def _(restorer: DiffIRRestorer, directory: str | Path) -> Path:
+    return diffir_directory.save(restorer, Path(directory), MODEL_JSON)

@@ -135,3 +135,18 @@ class WorkShape:
 
     def as_dict(self) -> dict:
         return dict(vars(self))
+
+
+@dataclass(frozen=True)
+class TileOptions:
+    """Latent tile side and overlap (latent pixels) for sampling; pixel tile for the VAE.
+
+    ``latent_tile`` must be a multiple of the UNet's window unit (64 for the official
+    models). Tiles of this one shape are what the service batches across requests.
+    """
+
+    latent_tile: int = 64
+    latent_overlap: int = 16
+    vae_tile: int = 512          # pixels (encode input / decode output)
+    vae_overlap: int = 64        # pixels
+    max_batch: int = 4

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from dataclasses import dataclass
 from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
@@ -23,29 +22,16 @@ import torch
 import torch.nn.functional as F
 
 from .config import ModelConfig, ModelSpec
-from .errors import InputImageError
 from .denoiser import Network, X0Denoiser, module_network
+from .errors import InputImageError
+from .geometry import TileOptions, WorkShape
 from .sampler import draw_noises, sample as run_sampler
 from .schedule import Schedule, schedule_from_config
-from .geometry import WorkShape
+from .stepper import TiledJob, TileWork, run_tiles
+from .tensors import pad_to_multiple, to_device, to_model_range, to_uint8
 from .tiling import TiledDenoiser, paste_back, plan_tiles, tile_cores, tiled_map
 
 Progress = Callable[[str, int, int], None]   # (stage, done, total)
-
-
-@dataclass(frozen=True)
-class TileOptions:
-    """Latent tile side and overlap (latent pixels) for sampling; pixel tile for the VAE.
-
-    ``latent_tile`` must be a multiple of the UNet's window unit (64 for the official
-    models). Tiles of this one shape are what the service batches across requests.
-    """
-
-    latent_tile: int = 64
-    latent_overlap: int = 16
-    vae_tile: int = 512          # pixels (encode input / decode output)
-    vae_overlap: int = 64        # pixels
-    max_batch: int = 4
 
 
 class Prepared(NamedTuple):
@@ -56,61 +42,6 @@ class Prepared(NamedTuple):
     mask: Optional[torch.Tensor]
     padded: torch.Tensor
     padded_mask: Optional[torch.Tensor]
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Reflect-pad BxCxHxW on the right/bottom up to multiples of ``multiple``.
-
-    Pads larger than the image (tiny inputs) are done as repeated reflections.
-    """
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    while ph > 0 or pw > 0:
-        step_h, step_w = min(ph, x.shape[-2] - 1), min(pw, x.shape[-1] - 1)
-        if step_h <= 0 and ph > 0 or step_w <= 0 and pw > 0:
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-            break
-        x = F.pad(x, (0, step_w, 0, step_h), mode="reflect")
-        ph, pw = ph - step_h, pw - step_w
-    return x
-
-
-def to_device(t: torch.Tensor, device) -> torch.Tensor:
-    """A CPU tensor on ``device``. To CUDA it goes through page-locked (pinned) memory
-    with an asynchronous copy: the DMA engine reads pinned pages directly, and the copy
-    queues on the current stream instead of stalling the thread (the caching host
-    allocator keeps the pinned block until the copy is done). Elsewhere a plain ``to``."""
-    device = torch.device(device)
-    if device.type == "cuda" and t.device.type == "cpu":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
-
-
-def to_model_range(image: np.ndarray, device) -> torch.Tensor:
-    """HxWx3 uint8 -> 1x3xHxW float32 in [-1, 1]. To a GPU the uint8 pixels travel
-    (a quarter of float32's bytes, pinned) and are converted there."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        host = torch.empty(image.shape, dtype=torch.uint8, pin_memory=True)
-        host.numpy()[...] = image
-        t = host.to(device, non_blocking=True).to(torch.float32)
-    else:
-        t = torch.tensor(image, device=device, dtype=torch.float32)
-    return (t.permute(2, 0, 1).unsqueeze(0) / 255.0 - 0.5) / 0.5
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """1x3xHxW in [-1, 1] -> HxWx3 uint8 (clamped, rounded). From a GPU the uint8
-    result comes back through a pinned buffer; the stream is synchronized before the
-    pixels are read, and they are copied out so no pinned memory outlives the call."""
-    x = (x.detach().float().clamp(-1.0, 1.0) * 0.5 + 0.5)[0]
-    pixels = (x.permute(1, 2, 0) * 255.0).round().to(torch.uint8)
-    if pixels.device.type != "cuda":
-        return pixels.cpu().numpy()
-    host = torch.empty(pixels.shape, dtype=torch.uint8, pin_memory=True)
-    host.copy_(pixels, non_blocking=True)
-    torch.cuda.current_stream(pixels.device).synchronize()
-    return host.numpy().copy()
 
 
 class Restorer:
@@ -168,6 +99,32 @@ class Restorer:
     @property
     def input_multiple(self) -> int:
         return self.spec.input_multiple
+
+    # -- the model family interface (model.family.ModelFamily) ---------------------------
+    def networks(self) -> dict[str, torch.nn.Module]:
+        """The torch modules, the denoising network first."""
+        nets = {"unet": self.unet}
+        if self.autoencoder is not None:
+            nets["autoencoder"] = self.autoencoder
+        return nets
+
+    def serving_tile(self, tile: Optional[int]) -> Optional[int]:
+        """The service's tile setting is a latent tile side, as ``restore`` takes it."""
+        return tile
+
+    def latent_tile(self, tile: Optional[int]) -> Optional[int]:
+        """The latent tile side that ``tile`` gives (None: untiled)."""
+        options = self.tile_options(tile)
+        return options.latent_tile if options is not None else None
+
+    def make_job(self, image: np.ndarray, mask: Optional[np.ndarray] = None,
+                 seed: Optional[int] = None, tile: Optional[int] = None) -> TiledJob:
+        """``restore`` cut into steps a batching server interleaves (``model.stepper``)."""
+        return TiledJob(self, image, mask=mask, seed=seed, tile=tile)
+
+    def run_batch(self, work: Sequence[TileWork]) -> list[torch.Tensor]:
+        """One network call over same-shape tiles of any jobs of this model."""
+        return run_tiles(self, work)
 
     def unet_fn(self) -> Network:
         """The UNet as ``f(x_scaled, t, lq, mask) -> output``: what the network itself

@@ -5,7 +5,7 @@ the chain cut open: after every reverse step it wants the latent tiles of *many*
 requests, possibly at different timesteps, in one UNet call. ``TiledJob`` holds one
 request's canvas and exposes exactly that seam::
 
-    job = TiledJob(restorer, image, seed=7, tile=64)
+    job = restorer.make_job(image, seed=7, tile=64)     # a TiledJob
     job.encode()                          # VAE encoder, noises, x_T
     while not job.done:
         work = job.pending_tiles()        # this step's latent tiles (TileWork)
@@ -14,8 +14,8 @@ request's canvas and exposes exactly that seam::
 
 Every piece of arithmetic is the shared one: the tile plan, blending and paste-back of
 ``model.tiling``, the noises, prior and reverse ``step`` of ``model.sampler``, the
-denoiser, padding, encode and decode of ``Restorer``. Noise comes from the job's own seeded generator,
-so a job gives the same pixels alone or batched with others; with the same seed and
+denoiser, padding, encode and decode of ``Restorer``. Noise comes from the job's own
+seeded generator, so a job gives the same pixels alone or batched with others; with the same seed and
 tile size it gives what ``Restorer.restore`` gives (up to float reassociation in the
 network when the batch composition differs).
 """
@@ -24,15 +24,19 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .restorer import Restorer, TileOptions, to_device, to_uint8
+from .geometry import TileOptions
 from .sampler import draw_noises, step
+from .tensors import to_device, to_uint8
 from .tiling import TileBlender, TilePlan, paste_back
+
+if TYPE_CHECKING:
+    from .restorer import Restorer
 
 Shape = tuple[int, ...]
 
@@ -345,25 +349,3 @@ class TiledJob:
         while not self.done:
             self.complete_step(run_tiles(self.restorer, self.pending_tiles()))
         return self.finish()
-
-
-# -- either family ------------------------------------------------------------------------
-def make_job(restorer, image: np.ndarray, mask: Optional[np.ndarray] = None,
-             seed: Optional[int] = None, tile: Optional[int] = None):
-    """A step-by-step job for a model of either family, with one protocol (``encode``,
-    ``pending_tiles``, ``complete_step``, ``finish``; ``done``, ``seed``,
-    ``tiles_per_step``): ``TiledJob`` for ResShift, ``model.diffir.stepper.DiffIRJob``
-    for DiffIR. ``tile`` means what the family's ``restore`` takes (latent pixels for
-    ResShift, LQ pixels for DiffIR)."""
-    if restorer.family == "diffir":
-        from .diffir.stepper import DiffIRJob
-        return DiffIRJob(restorer, image, mask=mask, seed=seed, tile=tile)
-    return TiledJob(restorer, image, mask=mask, seed=seed, tile=tile)
-
-
-def run_batch(restorer, work: Sequence) -> list[torch.Tensor]:
-    """Run one batch of same-key work items of ``restorer``'s family (see ``make_job``)."""
-    if restorer.family == "diffir":
-        from .diffir.stepper import run_tiles as run_diffir
-        return run_diffir(restorer, work)
-    return run_tiles(restorer, work)

@@ -318,13 +318,14 @@ def cmd_export_tensorrt(args: argparse.Namespace) -> int:
     and says what is missing."""
     import model
     from export.errors import BackendUnavailable
+    from export.families import family_backends
     from export.tensorrt import build_engines, profiles_for
     from model.errors import ModelError
 
     precision = "fp16" if args.fp16 else args.precision
     try:
         restorer = model.load(args.model_dir, device="cpu")   # graphs trace on the CPU
-        if getattr(restorer, "family", "resshift") != "resshift":
+        if "tensorrt" not in family_backends(restorer).names:
             log.error("TensorRT engines are built for ResShift models; %s is a %s model "
                       "(use --backend onnxruntime)", args.model_dir, restorer.family)
             return 2
@@ -421,6 +422,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                               run_bench, svg_plot)
     from export.errors import BackendUnavailable
     from model.errors import ModelError
+    from model.restorer import Restorer
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -433,7 +435,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except ModelError as exc:
         log.error("cannot load model %s: %s", args.model, exc)
         return 2
-    if getattr(restorer, "family", "resshift") != "resshift":
+    if not isinstance(restorer, Restorer):      # the stages it times are ResShift's
         log.error("resshift bench times ResShift models; %s is a %s model", args.model,
                   restorer.family)
         return 2

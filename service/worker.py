@@ -3,9 +3,10 @@
 It loads every served model, runs one warm-up batch per model, then loops: take new
 items from the inbox, drop those canceled or past their deadline (their tiles leave the
 queue), and do what ``service.batching.next_action`` says: decode a finished request,
-encode a new one (``model.stepper.make_job``), or run the network on a batch of
-same-key work gathered across requests (``model.stepper.run_batch``). An error fails
-the requests it touched, never the worker.
+encode a new one (the model's ``make_job``), or run the network on a batch of
+same-key work gathered across requests (the model's ``run_batch``; both members of
+``model.family.ModelFamily``). An error fails the requests it touched, never the
+worker.
 
 Both model families step the same way. ResShift: latent tiles, one UNet call per tile
 and step, tiles of different requests and timesteps mixing. DiffIR: the prior draw,
@@ -171,8 +172,6 @@ class Worker(threading.Thread):
         import torch
 
         import model
-        from model.stepper import make_job, run_batch
-        self._make_job, self._run_batch_fn = make_job, run_batch
         if self.settings.torch_threads:
             # Per thread under OpenMP: it must be set here, in the worker's own thread.
             torch.set_num_threads(self.settings.torch_threads)
@@ -195,17 +194,13 @@ class Worker(threading.Thread):
                 if hasattr(backend, "on_fallback"):
                     counter = self.metrics.decode_fallbacks.labels(task)
                     backend.on_fallback = lambda _why, c=counter: c.inc()
-            latent_tile = None
-            if restorer.family == "resshift":
-                tiles = restorer.tile_options(self.settings.tile)
-                latent_tile = tiles.latent_tile if tiles else None
+            latent_tile = restorer.latent_tile(self.settings.tile)
             if backend_name != "torch":
                 self._prepare(task, backend, latent_tile)
-            net = restorer.unet if restorer.family == "resshift" else restorer.network
+            net = next(iter(restorer.networks().values()))     # the denoising network
             name = restorer.name if restorer.name not in ("", "custom") else Path(str(path)).name
             self._restorers[task] = restorer
-            shape = restorer.work_shape(self.settings.tile if restorer.family == "resshift"
-                                        else None)
+            shape = restorer.work_shape(restorer.serving_tile(self.settings.tile))
             self._shapes[task] = shape
             precision = precision or str(next(net.parameters()).dtype).replace("torch.", "")
             self.served[task] = ServedModel(
@@ -273,12 +268,12 @@ class Worker(threading.Thread):
             preds = []
             for item in work:            # one at a time: the batch-of-one time
                 start = time.monotonic()
-                preds += self._run_batch_fn(restorer, [item])
+                preds += restorer.run_batch([item])
                 self._sync()
                 self._times.record(key, 1, time.monotonic() - start)
             if not paired:
                 start = time.monotonic()
-                self._run_batch_fn(restorer, [work[0], work[0]])
+                restorer.run_batch([work[0], work[0]])
                 self._sync()
                 self._times.record(key, 2, time.monotonic() - start)
                 paired = True
@@ -292,8 +287,8 @@ class Worker(threading.Thread):
         """A step-by-step job for ``task``'s model. RESSHIFT_TILE is a ResShift latent
         tile; DiffIR models use their own policy (whole up to a size, tiles beyond)."""
         restorer = self._restorers[task]
-        tile = self.settings.tile if restorer.family == "resshift" else None
-        return self._make_job(restorer, image, mask=mask, seed=seed, tile=tile)
+        return restorer.make_job(image, mask=mask, seed=seed,
+                                 tile=restorer.serving_tile(self.settings.tile))
 
     def _serve(self) -> None:
         s = self.settings
@@ -424,7 +419,7 @@ class Worker(threading.Thread):
         task = batch[0].owner.task
         start = time.monotonic()
         try:
-            preds = self._run_batch_fn(self._restorers[task], [q.work for q in batch])
+            preds = self._restorers[task].run_batch([q.work for q in batch])
             self._sync()
         except Exception as exc:
             log.exception("batch of %d work items (task %s) failed", len(batch), task)
@@ -586,10 +581,8 @@ def _version(restorer, backend: str, precision: str) -> str:
     result (Redis idempotency) is reused only while this stays the same."""
     import hashlib
 
-    from torch import nn
-
     from export.manifest import weights_hash
-    modules = [m for _, m in sorted(vars(restorer).items()) if isinstance(m, nn.Module)]
+    modules = [m for _, m in sorted(restorer.networks().items())]
     text = f"{weights_hash(modules)}:{restorer.family}:{backend}:{precision}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -20,35 +20,24 @@ the image's one IPR.
 from __future__ import annotations
 
 import copy
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError, InputImageError
-from ..restorer import pad_to_multiple
+from ..tensors import pad_to_multiple, to_unit_range, unit_to_uint8
 from ..geometry import WorkShape
 from ..tiling import TilePlan, blend
 from .config import IPR_WIDTH, DiffIRConfig
 from .network import DiffIRS2Net
 from .sampler import StepCallback, sample_ipr
 from .schedule import IPRSchedule
+from .stepper import DiffIRJob, DiffIRWork, run_tiles
 from .tiling import (DiffIRTiling, condition_halo, crop_tiles, tiled_condition, tiling_for,
                      whole)
 
 Progress = Callable[[str, int, int], None]   # (stage, done, total)
-
-
-def to_unit_range(image: np.ndarray, device) -> torch.Tensor:
-    """HxWx3 uint8 -> 1x3xHxW float32 in [0, 1] (DiffIR's input range)."""
-    t = torch.tensor(image, device=device, dtype=torch.float32)
-    return t.permute(2, 0, 1).unsqueeze(0) / 255.0
-
-
-def unit_to_uint8(x: torch.Tensor) -> np.ndarray:
-    """1x3xHxW in [0, 1] -> HxWx3 uint8 (clamped, rounded)."""
-    x = x.detach().float().clamp(0.0, 1.0)[0]
-    return (x.permute(1, 2, 0) * 255.0).round().to(torch.uint8).cpu().numpy()
 
 
 class DiffIRRestorer:
@@ -101,6 +90,27 @@ class DiffIRRestorer:
     @property
     def needs_mask(self) -> bool:
         return False
+
+    # -- the model family interface (model.family.ModelFamily) ---------------------------
+    def networks(self) -> dict[str, torch.nn.Module]:
+        return {"network": self.network}
+
+    def serving_tile(self, tile: Optional[int]) -> Optional[int]:
+        """None: the service's tile setting is a ResShift latent tile; DiffIR keeps its
+        own policy (whole images up to a size, LQ tiles beyond)."""
+        return None
+
+    def latent_tile(self, tile: Optional[int]) -> Optional[int]:
+        return None         # no latent space: nothing to build per tile shape
+
+    def make_job(self, image: np.ndarray, mask: Optional[np.ndarray] = None,
+                 seed: Optional[int] = None, tile: Optional[int] = None) -> DiffIRJob:
+        """``restore`` cut into steps a batching server interleaves (``.stepper``)."""
+        return DiffIRJob(self, image, mask=mask, seed=seed, tile=tile)
+
+    def run_batch(self, work: Sequence[DiffIRWork]) -> list[torch.Tensor]:
+        """One DIRformer call over same-shape work of any jobs of this model."""
+        return run_tiles(self, work)
 
     def work_shape(self, tile: Optional[int] = None) -> WorkShape:
         """How ``restore(..., tile=tile)`` cuts an image into DIRformer calls."""

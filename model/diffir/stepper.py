@@ -1,6 +1,7 @@
 """One DiffIR request cut open for a batching server, with ``TiledJob``'s protocol.
 
-The service drives jobs of both families the same way (``model.stepper.make_job``)::
+The service drives jobs of both families the same way (``restorer.make_job``, the
+``model.family.ModelFamily`` interface)::
 
     job = DiffIRJob(restorer, image, seed=7)
     job.encode()                      # pad, the ONE prior draw, CPEN + 4 IPR steps
@@ -21,16 +22,18 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 import torch
 
 from ..errors import InputImageError
-from ..restorer import pad_to_multiple
+from ..tensors import pad_to_multiple, to_unit_range, unit_to_uint8
 from ..tiling import TilePlan, blend
-from .restorer import DiffIRRestorer, to_unit_range, unit_to_uint8
 from .tiling import DiffIRTiling, crop_tiles, tiling_for
+
+if TYPE_CHECKING:
+    from .restorer import DiffIRRestorer
 
 Shape = tuple[int, ...]
 
