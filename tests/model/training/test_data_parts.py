@@ -14,7 +14,7 @@ from model.training.data import (DataError, ImagePool, PairSampler, PairSettings
 from model.training.ema import EMA
 from model.training.loss import input_scales
 from model.training.optim import lr_at
-from tests.model.training.conftest import TINY_DIFFUSION
+from tests.helpers.models import TINY_DIFFUSION
 
 
 def test_sources_folder_text_list_and_errors(tmp_path, image_dir):

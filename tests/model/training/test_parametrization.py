@@ -8,7 +8,7 @@ from model.config import config_from_official
 from model.directory import build_networks
 from model.errors import ConfigError
 from model.training.parametrization import ParametrizedRestorer, predict_type, to_x0
-from tests.model.training.conftest import TINY_DIFFUSION, TINY_UNET
+from tests.helpers.models import TINY_DIFFUSION, TINY_UNET
 
 
 def _cfg(kind="residual", **unet):
