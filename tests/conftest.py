@@ -1,20 +1,18 @@
-"""Shared fixtures: where ../shared lives, the small official reference model."""
+"""Fixtures and hooks for the whole suite: the reference models under ../shared (ResShift
+and DiffIR), the thread count, a private export cache. Plain helpers are in tests/helpers."""
 
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import tempfile
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("RESSHIFT_SHARED", REPO.parent / "shared"))
-REFERENCE = SHARED / "reference" / "resshift-official"
-DATA = SHARED / "data"
+from tests.helpers.paths import DATA, DIFFIR_REFERENCE, REFERENCE
 
 # Small models spend their time in many small ops, where a second intra-op thread costs
 # more than it brings on these 2-core machines (3-4x slower when anything else runs).
@@ -37,15 +35,26 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """Training recipes and ``eval --threads`` set torch's thread count; each test hands
+    back the count it found (the one set above), so no test runs at another's setting."""
+    before = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != before:
+        torch.set_num_threads(before)
+
+
+# -- ResShift: realsr_small, the official reference model ------------------------------------
 @pytest.fixture(scope="session")
-def reference_dir() -> Path:
+def reference_dir():
     if not (REFERENCE / "realsr_small.json").is_file():
         pytest.skip(f"reference vectors not found under {REFERENCE}")
     return REFERENCE
 
 
 @pytest.fixture(scope="session")
-def data_dir() -> Path:
+def data_dir():
     if not DATA.is_dir():
         pytest.skip(f"shared data not found under {DATA}")
     return DATA
@@ -54,7 +63,6 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def small_reference(reference_dir):
     """(config dict, unet state, autoencoder state, tensors) of realsr_small."""
-    import json
     meta = json.loads((reference_dir / "realsr_small.json").read_text())
     unet = torch.load(reference_dir / "realsr_small_unet.pth", weights_only=True)
     ae = torch.load(reference_dir / "realsr_small_autoencoder.pth", weights_only=True)
@@ -71,6 +79,44 @@ def small_restorer(small_reference):
     return model.import_official(official, unet, ae)
 
 
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.detach().double(), b.detach().double()
-    return float((a - b).norm() / b.norm())
+@pytest.fixture(scope="session")
+def small_model_dir(small_restorer, tmp_path_factory):
+    """The realsr_small reference model written as a model directory (a Path)."""
+    import model
+    return model.save(small_restorer, tmp_path_factory.mktemp("models") / "small")
+
+
+# -- DiffIR: diffir_realsr_small, the official reference model -------------------------------
+_DIFFIR_FILES = ("diffir_realsr_small.json", "diffir_realsr_small.pth",
+                 "diffir_realsr_small_tensors.pt", "diffir_realsr_presets.json")
+
+
+@pytest.fixture(scope="session")
+def diffir_reference_dir():
+    missing = [f for f in _DIFFIR_FILES if not (DIFFIR_REFERENCE / f).is_file()]
+    if missing:
+        pytest.skip(f"DiffIR reference files missing under {DIFFIR_REFERENCE}: "
+                    f"{', '.join(missing)}")
+    return DIFFIR_REFERENCE
+
+
+@pytest.fixture(scope="session")
+def diffir_small(diffir_reference_dir):
+    """(meta JSON, {"params_ema": state}, reference tensors) of diffir_realsr_small."""
+    meta = json.loads((diffir_reference_dir / "diffir_realsr_small.json").read_text())
+    ckpt = torch.load(diffir_reference_dir / "diffir_realsr_small.pth", weights_only=True)
+    tensors = torch.load(diffir_reference_dir / "diffir_realsr_small_tensors.pt",
+                         weights_only=True)
+    return meta, ckpt, tensors
+
+
+@pytest.fixture(scope="session")
+def diffir_small_restorer(diffir_small):
+    import model
+    meta, ckpt, _ = diffir_small
+    return model.import_diffir(meta["config"], ckpt)
+
+
+@pytest.fixture(scope="session")
+def diffir_presets(diffir_reference_dir):
+    return json.loads((diffir_reference_dir / "diffir_realsr_presets.json").read_text())

@@ -4,11 +4,10 @@ the CPU (reduced-width model), so it cannot rot between the sessions that have a
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers.paths import REPO
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
-"""Fixtures for export tests: ONNX graphs of the small reference model and the demo,
-exported once per session into temporary folders."""
+"""Fixtures for export tests: ONNX graphs of the small reference model (its directory is
+``small_model_dir`` of tests/conftest.py) and the demo, exported once per session into
+temporary folders."""
 
 from __future__ import annotations
 
@@ -8,12 +9,6 @@ import pytest
 import model
 from export.paths import CACHE_ENV
 from model.directory import BUNDLED
-
-
-@pytest.fixture(scope="session")
-def small_model_dir(small_restorer, tmp_path_factory):
-    """The small reference model written as a model directory."""
-    return model.save(small_restorer, tmp_path_factory.mktemp("models") / "small")
 
 
 @pytest.fixture(scope="session")

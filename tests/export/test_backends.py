@@ -19,15 +19,11 @@ from export.tensorrt import (EngineProfile, TensorRTDevice, build_engines, engin
                              engine_path, probe_tensorrt, profiles_for)
 from model.imageio import decode_image
 from resshift.cli import main
-from tests.conftest import DATA
+from tests.helpers.images import psnr
+from tests.helpers.paths import DATA
 
 PSNR_MIN = 45.0
 HAS_CUDA = torch.cuda.is_available()
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
 
 
 @pytest.fixture(scope="module")

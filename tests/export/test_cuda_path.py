@@ -14,7 +14,7 @@ from export.backends import TorchBackend, apply_tf32, resolve_precision
 from export.families import create_backend
 from export.store import export_copy
 from model.metrics import psnr
-from tests.model.test_stepper import tiny_official, tiny_restorer
+from tests.helpers.models import tiny_official, tiny_restorer
 
 
 def _photo(h, w, seed=0):

@@ -20,22 +20,17 @@ from resshift.cli import main
 from model.diffir.stepper import DiffIRJob
 from model.diffir.tiling import DiffIRTiling
 from model.imageio import decode_image
-from tests.conftest import rel_err
-from tests.model.diffir.conftest import tiny_restorer
+from tests.helpers.images import psnr
+from tests.helpers.models import rel_err, tiny_diffir
 
 PSNR_MIN = 45.0
 REL_ERR_MAX = 1e-4        # the export check's bar, held by restore-level outputs too
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
-
-
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     """A small random x4 DiffIR model directory (no onnx/ folder yet)."""
-    r = tiny_restorer(4, seed=2)
+    r = tiny_diffir(4, seed=2)
     r.name = "tiny_x4"
     return model.save(r, tmp_path_factory.mktemp("models") / "tiny_x4")
 
@@ -83,7 +78,7 @@ def test_cli_tiled_image_on_onnxruntime_is_torchs(tiny_dir, tmp_path, capsys):
 
 def test_using_runs_whole_and_tiled_samples_like_torch(cache):
     """In memory (no model dir): graphs go to the cache; the original stays on torch."""
-    r = tiny_restorer(4, seed=5)
+    r = tiny_diffir(4, seed=5)
     backend = create_backend("onnxruntime", r)
     assert isinstance(backend, DiffIROnnxBackend)
     assert backend.store.directory.parent == cache / "onnx"
@@ -104,7 +99,7 @@ def test_using_runs_whole_and_tiled_samples_like_torch(cache):
 
 
 def test_service_job_runs_its_tiles_on_the_backend(cache):
-    r = tiny_restorer(4, seed=5)
+    r = tiny_diffir(4, seed=5)
     view = r.using(create_backend("onnxruntime", r))
     image = np.random.default_rng(4).integers(0, 256, (33, 27, 3), dtype=np.uint8)
     got = DiffIRJob(view, image, seed=9, tile=16).run()
@@ -112,7 +107,7 @@ def test_service_job_runs_its_tiles_on_the_backend(cache):
 
 
 def test_auto_names_its_choice_and_why(cache, caplog):
-    r = tiny_restorer(4)
+    r = tiny_diffir(4)
     name, why = choose_backend(r)
     assert name in ("torch", "onnxruntime") and "measured" in why
     with caplog.at_level(logging.INFO, logger="resshift.export"):
@@ -122,4 +117,4 @@ def test_auto_names_its_choice_and_why(cache, caplog):
 
 def test_tensorrt_is_refused_for_diffir():
     with pytest.raises(BackendUnavailable, match="torch or onnxruntime"):
-        create_backend("tensorrt", tiny_restorer(4))
+        create_backend("tensorrt", tiny_diffir(4))

@@ -20,9 +20,7 @@ from export.families import export_model_dir, export_onnx
 from export.ort import OrtGraph
 from resshift.cli import main
 from model.restorer import pad_to_multiple
-from tests.conftest import rel_err
-from tests.model.diffir.conftest import (diffir_reference_dir, diffir_small,  # noqa: F401
-                                         diffir_small_restorer, tiny_restorer)
+from tests.helpers.models import rel_err, tiny_diffir
 
 SIZE = 32      # the reference LQ side; a multiple of the x4 model's input multiple (8)
 
@@ -105,7 +103,7 @@ def test_check_fails_against_a_different_model(diffir_onnx, diffir_small_restore
 @pytest.mark.parametrize("scale", [2, 1])
 def test_unshuffled_scales_export_dynamic_graphs(scale, tmp_path):
     """x2 / x1 models pixel-unshuffle the LQ (input multiples 16 / 32)."""
-    r = tiny_restorer(scale)
+    r = tiny_diffir(scale)
     result = export_onnx(r, tmp_path, tiles=[r.input_multiple])
     checks = result.manifest["graphs"][0]["checks"]
     m = r.input_multiple

@@ -20,7 +20,7 @@ from export.ort import OnnxUNet, OrtGraph
 from model.denoiser import X0Denoiser
 from model.nets.unet import SwinUNet
 from model.sampler import draw_noises, sample
-from tests.conftest import rel_err
+from tests.helpers.models import rel_err
 
 
 def test_small_model_exports_three_checked_graphs(small_onnx, small_model_dir, small_restorer):

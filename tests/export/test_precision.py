@@ -13,11 +13,7 @@ from export import backends
 from export.backends import SplitBackend, TorchBackend, resolve_precision
 from export.families import create_backend
 from resshift.cli import main as cli_main
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+from tests.helpers.images import psnr
 
 
 @pytest.fixture(scope="module")

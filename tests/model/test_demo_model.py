@@ -1,23 +1,18 @@
 """The bundled demo model: what it records, and tiled vs untiled restores."""
 
 import json
-import math
 
 import numpy as np
 import pytest
 
 import model
 from model.directory import BUNDLED
-from tests.conftest import DATA
+from tests.helpers.images import psnr
+from tests.helpers.paths import DATA
 
 DEMO = BUNDLED["demo"]
 pytestmark = pytest.mark.skipif(not (DEMO / "model.json").is_file(),
                                 reason="the bundled demo model is not built")
-
-
-def _psnr(a, b):
-    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
-    return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
 
 
 def _input_256():
@@ -59,7 +54,7 @@ def test_tiled_restore_of_256px_matches_untiled_without_seams(demo):
     whole = demo.restore(img, seed=0, tile=0)
     tiled = demo.restore(img, seed=0, tile=256)            # 256-px tiles of a 1024 canvas
     assert whole.shape == tiled.shape == (1024, 1024, 3)
-    assert _psnr(tiled, whole) >= 35.0
+    assert psnr(tiled, whole) >= 35.0
     # no seams: the step across every tile border is that of the untiled image there
     opts = demo.tile_options(256)
     from model.tiling import plan_tiles

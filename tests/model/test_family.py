@@ -8,8 +8,8 @@ import pytest
 
 import model
 from model.family import Job, ModelFamily
-from tests.model.diffir.conftest import tiny_restorer as tiny_diffir
-from tests.model.test_stepper import tiny_restorer as tiny_resshift
+from tests.helpers.images import photo
+from tests.helpers.models import tiny_diffir, tiny_restorer as tiny_resshift
 
 MEMBERS = ("networks", "work_shape", "serving_tile", "latent_tile", "make_job",
            "run_batch", "restore", "using")
@@ -18,11 +18,6 @@ MEMBERS = ("networks", "work_shape", "serving_tile", "latent_tile", "make_job",
 @pytest.fixture(scope="module", params=["resshift", "diffir"])
 def restorer(request):
     return tiny_resshift("sr") if request.param == "resshift" else tiny_diffir(4)
-
-
-def photo(h: int, w: int) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
 def test_the_restorer_implements_the_interface(restorer):

@@ -8,7 +8,7 @@ import pytest
 from model.config import ModelSpec, config_from_official, config_from_preset
 from model.errors import ConfigError
 from model.nets.unet import SwinUNet
-from tests.model.test_stepper import tiny_official, tiny_restorer
+from tests.helpers.models import tiny_official, tiny_restorer
 
 
 @pytest.mark.parametrize("preset,latent,scale,ratio,mask", [

@@ -1,7 +1,7 @@
 """Parity with the official implementation's test vectors (realsr_small, float32, CPU)."""
 
 
-from tests.conftest import rel_err
+from tests.helpers.models import rel_err
 
 TOL = 1e-5
 

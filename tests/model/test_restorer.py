@@ -9,6 +9,7 @@ import torch
 import model
 from model.errors import CheckpointError, ConfigError, InputImageError
 from model.restorer import TileOptions, pad_to_multiple
+from tests.helpers.paths import DATA
 
 
 def _image(h, w, seed=0):
@@ -26,7 +27,6 @@ def psnr(a, b, peak):
 
 
 def _photo_crop():
-    from tests.conftest import DATA
     path = DATA / "realset80" / "0003.jpg"
     if not path.is_file():
         pytest.skip(f"{path} not found")

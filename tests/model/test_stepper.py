@@ -8,67 +8,13 @@ import torch
 
 from model.errors import InputImageError
 from model.stepper import TiledJob, run_tiles
-
-
-def tiny_official(task: str = "sr", steps: int = 4) -> dict:
-    """An official-style config for a very small random model (also used by the service
-    tests): latent unit 8 (window 4, two UNet levels), so tiles of 16 latent pixels are
-    legal and a 16x16 request costs a few tens of milliseconds of network time."""
-    unet = dict(image_size=16, in_channels=3, model_channels=32, out_channels=3,
-                attention_resolutions=[64, 32, 16, 8], dropout=0, channel_mult=[1, 2],
-                num_res_blocks=[1, 1], conv_resample=True, dims=2, use_fp16=False,
-                num_head_channels=16, use_scale_shift_norm=True, resblock_updown=False,
-                swin_depth=1, swin_embed_dim=32, window_size=4, mlp_ratio=2, cond_lq=True,
-                lq_size=16)
-    sf = 4
-    if task == "inpaint":
-        unet.update(cond_mask=True, lq_size=64)
-        sf = 1
-    elif task == "face":
-        unet.update(lq_size=64)
-        sf = 1
-    ae = dict(embed_dim=3, n_embed=32, ddconfig=dict(
-        double_z=False, z_channels=3, resolution=512 if task == "face" else 256,
-        in_channels=3, out_ch=3, ch=32, ch_mult=[1, 1, 1], num_res_blocks=1,
-        attn_resolutions=[], dropout=0.0, padding_mode="zeros"))
-    diffusion = dict(sf=sf, schedule_name="exponential", schedule_kwargs={"power": 0.3},
-                     etas_end=0.99, steps=steps, min_noise_level=0.2, kappa=2.0,
-                     predict_type="xstart", normalize_input=True, latent_flag=True)
-    return {"model": {"params": unet}, "autoencoder": {"params": ae},
-            "diffusion": {"params": diffusion}}
-
-
-def tiny_restorer(task: str = "sr", seed: int = 0):
-    from model.config import config_from_official
-    from model.directory import build_networks
-    from model.restorer import Restorer
-    torch.manual_seed(seed)
-    cfg = config_from_official(tiny_official(task))
-    cfg.name = f"tiny-{task}"
-    unet, ae = build_networks(cfg)
-    return Restorer(cfg, unet, ae)
-
-
-def _image(h, w, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = np.stack([np.sin(xx / 5.0 + c) * np.cos(yy / 4.0 - c) for c in range(3)], -1)
-    return np.clip(127.5 + 90 * base + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
+from tests.helpers.images import photo
+from tests.helpers.models import tiny_restorer
 
 
 def _grey_diff(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
     d = np.abs(a.astype(np.int16) - b.astype(np.int16))
     return int(d.max()), int((d > 0).sum())
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The CI machine is 2 shared cores: two intra-op threads fighting another process
-    run these small networks tens of times slower than one thread does."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +24,7 @@ def tiny_sr():
 
 def test_tiled_job_equals_restore_with_blended_tiles(tiny_sr):
     # 20x44 LQ -> padded 24x48 -> latent 24x48: 16-tiles overlapping by 8 make a 2x5 grid
-    img = _image(20, 44, seed=1)
+    img = photo(20, 44, seed=1)
     job = TiledJob(tiny_sr, img, seed=11, tile=16)
     assert job.tiles_per_step == 10
     ours = job.run()
@@ -91,7 +37,7 @@ def test_tiled_job_equals_restore_with_blended_tiles(tiny_sr):
 
 def test_tiled_job_equals_restore_on_the_reference_model(small_restorer):
     # realsr_small: 16x24 LQ pads to one 64x64 latent tile (the default tile size)
-    img = _image(16, 24, seed=2)
+    img = photo(16, 24, seed=2)
     ours = TiledJob(small_restorer, img, seed=3).run()
     ref = small_restorer.restore(img, seed=3)
     worst, count = _grey_diff(ours, ref)
@@ -99,7 +45,7 @@ def test_tiled_job_equals_restore_on_the_reference_model(small_restorer):
 
 
 def test_untiled_job_equals_untiled_restore(tiny_sr):
-    img = _image(20, 30, seed=4)
+    img = photo(20, 30, seed=4)
     ours = TiledJob(tiny_sr, img, seed=5, tile=0).run()
     np.testing.assert_array_equal(ours, tiny_sr.restore(img, seed=5, tile=0))
 
@@ -107,7 +53,7 @@ def test_untiled_job_equals_untiled_restore(tiny_sr):
 def test_a_job_gives_the_same_pixels_alone_or_batched_with_others(tiny_sr):
     """Three jobs of different sizes, started at different times, their tiles stacked into
     shared batches that mix timesteps: each result equals the job run alone."""
-    images = [_image(20, 44, seed=1), _image(16, 16, seed=2), _image(30, 20, seed=3)]
+    images = [photo(20, 44, seed=1), photo(16, 16, seed=2), photo(30, 20, seed=3)]
     seeds = [11, 12, 13]
     alone = [TiledJob(tiny_sr, im, seed=s, tile=16).run() for im, s in zip(images, seeds)]
 
@@ -141,7 +87,7 @@ def test_a_job_gives_the_same_pixels_alone_or_batched_with_others(tiny_sr):
 
 def test_inpainting_job_pastes_known_pixels_and_matches_restore():
     r = tiny_restorer("inpaint")
-    img = _image(40, 48, seed=6)
+    img = photo(40, 48, seed=6)
     mask = np.zeros((40, 48), bool)
     mask[10:30, 12:40] = True
     ours = TiledJob(r, img, mask=mask, seed=1, tile=16).run()
@@ -155,14 +101,14 @@ def test_inpainting_job_pastes_known_pixels_and_matches_restore():
 
 
 def test_the_seed_is_reported_and_reproduces(tiny_sr):
-    img = _image(16, 16)
+    img = photo(16, 16)
     first = TiledJob(tiny_sr, img)
     out = first.run()
     np.testing.assert_array_equal(TiledJob(tiny_sr, img, seed=first.seed).run(), out)
 
 
 def test_misuse_is_refused(tiny_sr):
-    job = TiledJob(tiny_sr, _image(16, 16))
+    job = TiledJob(tiny_sr, photo(16, 16))
     with pytest.raises(RuntimeError, match="encode"):
         job.pending_tiles()
     job.encode()
@@ -193,7 +139,7 @@ def test_the_lazy_pixel_space_condition_equals_upsampling_the_whole_image():
 def test_a_pixel_space_job_gives_what_restore_gives():
     import model
     demo = model.load("demo")
-    image = _image(30, 44, seed=4)
+    image = photo(30, 44, seed=4)
     for tile in (None, 32):
         job = TiledJob(demo, image, seed=5, tile=tile)
         assert job.tiles_per_step > 1

@@ -8,8 +8,8 @@ import pytest
 
 from service.validation import estimate_seconds
 
-from .conftest import form, running_app, settings_for
-from .test_bad_input import _png_with_size, assert_error
+from tests.helpers.images import encode, photo, png_with_size
+from tests.helpers.service import assert_error, form, running_app, settings_for
 
 
 def test_the_work_shape_is_the_plan_the_job_runs(model_dirs):
@@ -43,14 +43,13 @@ def test_work_over_the_deadline_is_413_from_the_header_alone(short_deadline):
     assert served.net_rate > 0                   # measured at warm-up
     assert estimate_seconds(served, 1000, 1000) > 0.5
     # the header says 1000x1000, the data is a 1x1 image's: refused before decoding
-    assert_error(short_deadline.post("/v1/restore", **form(_png_with_size(1000, 1000))),
+    assert_error(short_deadline.post("/v1/restore", **form(png_with_size(1000, 1000))),
                         413, "too_much_work", "1000x1000", "deadline", "/v1/jobs")
     # the jobs API has an hour: the same header passes admission (and then the truncated
     # data is found: 422, not 413)
-    assert_error(short_deadline.post("/v1/jobs", **form(_png_with_size(1000, 1000))),
+    assert_error(short_deadline.post("/v1/jobs", **form(png_with_size(1000, 1000))),
                  422, "invalid_image")
 
 
 def test_small_work_is_admitted(short_deadline):
-    from .conftest import encode, photo
     assert short_deadline.post("/v1/restore", **form(encode(photo(8, 8)))).status_code == 200

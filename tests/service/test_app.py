@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from model.stepper import TiledJob
-from tests.model.test_stepper import tiny_restorer
-
-from .conftest import decode, encode, form, photo, running_app, settings_for
+from tests.helpers.images import decode, encode, photo
+from tests.helpers.models import tiny_restorer
+from tests.helpers.service import form, running_app, settings_for
 
 
 def test_importing_the_service_does_not_import_torch():
@@ -76,7 +76,7 @@ def test_reference_model_served_with_default_tiles_matches_restore(small_model_d
                                                                    small_restorer):
     """The realsr_small reference model behind the service, default settings for tiles."""
     pixels = photo(16, 24, seed=1)
-    with running_app(settings_for({"sr": small_model_dir}, tile=None)) as c:
+    with running_app(settings_for({"sr": str(small_model_dir)}, tile=None)) as c:
         response = c.post("/v1/restore", **form(encode(pixels), seed=3))   # task defaults
         models = c.get("/v1/models").json()["models"]
     assert response.status_code == 200, response.text

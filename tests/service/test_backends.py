@@ -8,7 +8,8 @@ import pytest
 
 import model
 
-from .conftest import decode, encode, form, metric, photo, running_app, settings_for
+from tests.helpers.images import decode, encode, photo
+from tests.helpers.service import form, metric, running_app, settings_for
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")

@@ -14,27 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .conftest import decode, encode, form, photo
-
-
-def assert_error(response, status: int, code: str, *words: str) -> dict:
-    assert response.status_code == status, (response.status_code, response.text)
-    body = response.json()
-    assert set(body) == {"error"} and body["error"]["code"] == code, body
-    for word in words:
-        assert word.lower() in body["error"]["message"].lower(), (word, body)
-    assert response.headers.get("x-request-id")
-    return body
-
-
-def _png_with_size(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height (its pixel data is a 1x1 image's)."""
-    data = bytearray(encode(np.zeros((1, 1, 3), np.uint8)))
-    ihdr = 8 + 8                                     # signature, then length + "IHDR"
-    data[ihdr:ihdr + 8] = struct.pack(">II", width, height)
-    crc = zlib.crc32(bytes(data[ihdr - 4:ihdr + 13]))
-    data[ihdr + 13:ihdr + 17] = struct.pack(">I", crc)
-    return bytes(data)
+from tests.helpers.images import decode, encode, photo, png_with_size
+from tests.helpers.paths import REPO
+from tests.helpers.service import assert_error, form, metric, running_app, settings_for
 
 
 # -- not an image / truncated / corrupt ---------------------------------------------------
@@ -64,7 +46,7 @@ def test_empty_file_is_422(client):
 # -- sizes ----------------------------------------------------------------------------------
 def test_decompression_bomb_is_413_without_decoding(client):
     # Pillow's own bomb guard fires first; the message still quotes the configured limit
-    body = assert_error(client.post("/v1/restore", **form(_png_with_size(60000, 60000),
+    body = assert_error(client.post("/v1/restore", **form(png_with_size(60000, 60000),
                                                           task="sr")),
                         413, "image_too_large", "40000")
     assert "178956970" not in body["error"]["message"]
@@ -96,7 +78,7 @@ def test_tiny_images_are_422(client, shape):
 
 
 def test_zero_sized_image_is_422(client):
-    assert_error(client.post("/v1/restore", **form(_png_with_size(0, 10), task="sr")), 422,
+    assert_error(client.post("/v1/restore", **form(png_with_size(0, 10), task="sr")), 422,
                  "invalid_image")
 
 
@@ -291,7 +273,6 @@ def test_405_says_which_methods_are_allowed(client):
 
 
 def test_every_answer_to_a_submission_is_counted(model_dirs):
-    from .conftest import metric, running_app, settings_for
     settings = settings_for({"sr": model_dirs["sr"]}, max_body_bytes=2000, api_keys="k")
     with running_app(settings) as c:
         key = {"Authorization": "Bearer k"}
@@ -317,15 +298,13 @@ def test_bad_requests_never_take_the_worker_down(client):
 
 def test_every_error_code_the_service_can_send_is_in_the_docs_table():
     import re
-    from pathlib import Path
 
     from service import errors
-    root = Path(__file__).resolve().parents[2]
     sent = {code for _, code in errors._STATUS.values()} | set(errors._HTTP_CODES.values())
     sent |= {"internal_error", "inference_failed"}              # unknown errors, remote ones
-    for path in (root / "service").rglob("*.py"):
+    for path in (REPO / "service").rglob("*.py"):
         sent |= set(re.findall(r'code="([a-z_]+)"', path.read_text()))
-    doc = (root / "docs" / "service.md").read_text()
+    doc = (REPO / "docs" / "service.md").read_text()
     table = doc[doc.index("| status | code | when |"):doc.index("No other code is ever sent")]
     documented = set(re.findall(r"`([a-z_]+)`", table))
     assert sent <= documented, sorted(sent - documented)

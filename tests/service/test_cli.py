@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,8 @@ import pytest
 from resshift.cli import main
 from model.directory import BUNDLED
 
-from .conftest import encode, photo
+from tests.helpers.images import encode, photo
+from tests.helpers.service import free_port
 
 
 def test_serve_without_a_model_says_what_to_set(monkeypatch, caplog, tmp_path):
@@ -45,9 +45,7 @@ def test_bad_settings_are_refused_before_start(monkeypatch, caplog):
 
 
 def test_serve_runs_a_server_that_restores_and_stops_on_sigterm(model_dirs):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "RESSHIFT_MODELS": f"sr={model_dirs['sr']}",
            "RESSHIFT_TORCH_THREADS": "1", "RESSHIFT_TILE": "16"}
     proc = subprocess.Popen([sys.executable, "-m", "resshift", "serve", "--port", str(port)],

@@ -13,16 +13,15 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
 
 from service.cuda_errors import is_poisoning_cuda_error, poisoning_reason
 
-from .conftest import encode, form, metric, photo, running_app, settings_for
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers.images import encode, photo
+from tests.helpers.paths import REPO
+from tests.helpers.service import form, metric, running_app, settings_for
 
 TORCH_HINT = ("\nCUDA kernel errors might be asynchronously reported at some other API "
               "call, so the stacktrace below might be incorrect.\nFor debugging consider "
@@ -146,7 +145,8 @@ def test_a_real_device_side_assert_is_classified_as_poisoning():
 
 _POISONED_SERVICE = textwrap.dedent("""
     import sys, torch
-    from tests.service.conftest import encode, form, photo, running_app, settings_for
+    from tests.helpers.images import encode, photo
+    from tests.helpers.service import form, running_app, settings_for
     settings = settings_for({"sr": sys.argv[1]}, devices=["cuda:0"])
     with running_app(settings) as c:
         worker = c.app.state.services.scheduler.workers[0]

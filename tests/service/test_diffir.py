@@ -11,7 +11,8 @@ import pytest
 
 import model
 
-from .conftest import decode, encode, form, metric, photo, running_app, settings_for
+from tests.helpers.images import decode, encode, photo
+from tests.helpers.service import form, metric, running_app, settings_for
 
 # diffir_realsr_small's architecture (shared/reference/diffir-official), random weights
 SMALL = {"type": "DiffIRS2", "n_encoder_res": 2, "dim": 16, "scale": 4,

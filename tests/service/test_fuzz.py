@@ -15,7 +15,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .conftest import encode, photo
+from tests.helpers.images import encode, photo
 
 IMAGES = [encode(photo(8, 8)), encode(photo(16, 12), "JPEG"), encode(photo(32, 32)),
           encode(np.zeros((32, 32), np.uint8))]

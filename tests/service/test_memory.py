@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.service.test_scaleout import Serve
+from tests.helpers.service import Serve
 
 pytestmark = pytest.mark.timeout(600)
 LIMIT = int(2.5 * 2 ** 30)

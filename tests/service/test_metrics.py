@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .conftest import encode, form, metric, photo, running_app, settings_for
-from .test_worker import _poll
+from tests.helpers.images import encode, photo
+from tests.helpers.service import form, metric, poll, running_app, settings_for
 
 NAMES = ["resshift_requests_total", "resshift_request_duration_seconds",
          "resshift_queue_wait_seconds", "resshift_inference_duration_seconds",
@@ -31,7 +31,7 @@ def test_metrics_move_with_real_requests(model_dirs):
         assert c.post("/v1/restore", **form(encode(photo(16, 16)), task="nope")
                       ).status_code == 422
         job = c.post("/v1/jobs", **form(encode(photo(16, 16)), task="sr")).json()
-        _poll(lambda: c.get(f"/v1/jobs/{job['id']}").json()["status"] == "succeeded")
+        poll(lambda: c.get(f"/v1/jobs/{job['id']}").json()["status"] == "succeeded")
         text = c.get("/metrics").text
 
     def value(name, **labels):

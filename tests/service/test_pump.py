@@ -11,7 +11,8 @@ import pytest
 from service.redis_queue import QueueConfig, RedisQueue
 from service.validation import ValidatedRequest
 from service.wire import served_from_json, to_job
-from tests.service.conftest import decode, photo, running_app, settings_for
+from tests.helpers.images import decode, photo
+from tests.helpers.service import metric, running_app, settings_for
 
 redis = pytest.importorskip("redis")
 pytestmark = pytest.mark.timeout(120)
@@ -87,7 +88,6 @@ def test_a_stopping_worker_gives_its_jobs_back_without_using_an_attempt(model_di
 def test_a_small_job_overtakes_a_large_one_in_the_worker_role(model_dirs, prefix):
     # The worker role runs the embedded worker threads: the same ranking applies to jobs
     # taken from Redis. 72x72: 64 tiles a step; 16x16: one.
-    from tests.service.conftest import metric
     queue = RedisQueue(URL, QueueConfig(prefix=prefix))
     with running_app(worker_settings(model_dirs, prefix, max_batch=8)) as client:
         worker = client.app.state.services.scheduler.local.workers[0]

@@ -7,7 +7,6 @@ asserting on durations.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import uuid
@@ -19,25 +18,21 @@ redis = pytest.importorskip("redis", reason="the redis package is not installed"
 
 from service.errors import status_and_code  # noqa: E402
 from service.redis_queue import (  # noqa: E402
-    Entry, JobFailed, QueueConfig, QueueUnavailable, RedisQueue, ResultTimeout,
+    JobFailed, QueueConfig, QueueUnavailable, RedisQueue, ResultTimeout,
     idempotency_key)
+from tests.helpers.service import free_port, poll, reachable  # noqa: E402
 
 pytestmark = pytest.mark.timeout(30)
 
 URL = "redis://127.0.0.1:6379/0"
-
-
-def _reachable(host: str = "127.0.0.1", port: int = 6379) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+# how long a poll waits for a claim: well inside the test timeout, so a miss fails with
+# the poll's message rather than the timeout's
+CLAIM_S = 10.0
 
 
 @pytest.fixture(scope="module")
 def redis_client() -> Iterator["redis.Redis"]:
-    if not _reachable():
+    if not reachable(6379):
         pytest.skip("no Redis server at 127.0.0.1:6379 (these tests need a real one)")
     client = redis.Redis.from_url(URL, socket_timeout=5)
     yield client
@@ -62,16 +57,6 @@ def make_queue(redis_client) -> Iterator[Callable[..., RedisQueue]]:
     if keys:
         redis_client.delete(*keys)
     assert not list(redis_client.scan_iter(match=prefix + "*"))
-
-
-def poll(fn: Callable[[], list[Entry]], deadline_s: float = 10.0) -> list[Entry]:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        got = fn()
-        if got:
-            return got
-        time.sleep(0.02)
-    raise AssertionError("nothing claimed before the deadline")
 
 
 def test_round_trip_with_blobs(make_queue):
@@ -149,7 +134,7 @@ def test_dead_consumer_entry_is_reclaimed(make_queue):
     [lost] = q.claim("dies", block_ms=500)          # claimed, never acked
     assert q.stats().consumers["dies"]["pending"] == 1
 
-    [entry] = poll(lambda: q.claim("survivor", block_ms=50))
+    [entry] = poll(lambda: q.claim("survivor", block_ms=50), CLAIM_S)
     assert entry.entry_id == lost.entry_id and entry.attempt == 2
     assert entry.blobs == {"image": b"pixels"}
     assert q.complete(entry, b"done")
@@ -188,7 +173,7 @@ def test_entry_that_keeps_killing_workers_is_dead_lettered_on_claim(make_queue):
     q = make_queue(visibility_timeout_ms=50, max_attempts=2)
     q.submit("job-1", {}, {"image": b"poison"})
     [first] = q.claim("w1", block_ms=500)           # worker dies
-    [second] = poll(lambda: q.claim("w2", block_ms=20))   # and the next one too
+    [second] = poll(lambda: q.claim("w2", block_ms=20), CLAIM_S)   # and the next one too
     assert (first.attempt, second.attempt) == (1, 2)
     # third delivery exceeds max_attempts: dead-lettered, not handed out
     end = time.monotonic() + 10
@@ -239,9 +224,7 @@ def test_idempotency_returns_the_same_job(make_queue):
 
 
 def test_redis_down_raises_typed_error_quickly():
-    with socket.socket() as s:                       # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()                                # a port nobody listens on
     q = RedisQueue(f"redis://127.0.0.1:{port}/0", QueueConfig(prefix="unused:"))
     start = time.monotonic()
     for call in (q.ping, lambda: q.submit("j", {}, {"image": b"x"}),
@@ -304,7 +287,7 @@ def test_renewed_entries_of_a_live_worker_are_not_taken_over(make_queue):
         assert q.renew("slow", [held]) == 1
         assert q.claim("other", block_ms=0) == []
     time.sleep(1.7)                                 # stops renewing: now it is taken over
-    [taken] = poll(lambda: q.claim("other", block_ms=50))
+    [taken] = poll(lambda: q.claim("other", block_ms=50), CLAIM_S)
     assert taken.entry_id == held.entry_id and taken.attempt == 2
     assert q.renew("slow", [held]) == 0             # no longer its own: left alone
 
@@ -314,7 +297,7 @@ def test_release_requeues_without_counting_an_attempt(make_queue):
     q.submit("job-1", {"n": 1}, {"image": b"pixels"})
     [first] = q.claim("stopping", block_ms=500)
     q.release(first, "a worker shut down")
-    [again] = poll(lambda: q.claim("next", block_ms=50))
+    [again] = poll(lambda: q.claim("next", block_ms=50), CLAIM_S)
     assert again.attempt == 1 and again.blobs == {"image": b"pixels"}
     assert q.complete(again, b"ok") and q.wait_result("job-1", 1).ok
 
@@ -365,11 +348,11 @@ def test_deadline_on_the_redis_clock_survives_a_retry(make_queue):
     assert 4.0 < first.left_s <= 5.0
     time.sleep(0.3)
     assert q.fail(first, "boom", retry=True)
-    [again] = poll(lambda: q.claim("w", block_ms=50))
+    [again] = poll(lambda: q.claim("w", block_ms=50), CLAIM_S)
     assert again.deadline_ms == first.deadline_ms            # not reset by the retry
     assert again.left_s <= first.left_s - 0.25
     q.submit("job-2", {"n": 2})
-    [plain] = poll(lambda: q.claim("w", block_ms=50))
+    [plain] = poll(lambda: q.claim("w", block_ms=50), CLAIM_S)
     assert plain.deadline_ms is None and plain.left_s is None
 
 

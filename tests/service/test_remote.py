@@ -18,7 +18,8 @@ from service.redis_queue import QueueConfig, RedisQueue
 from service.settings import Settings
 from service.validation import ServedModel, ValidatedRequest
 from service.wire import error_meta, from_job, served_to_json, to_job
-from tests.service.conftest import decode, encode, form, photo, running_app
+from tests.helpers.images import decode, encode, photo
+from tests.helpers.service import form, running_app
 
 redis = pytest.importorskip("redis")
 pytestmark = pytest.mark.timeout(60)

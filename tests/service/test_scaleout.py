@@ -12,12 +12,9 @@ Requests go through real sockets (httpx); results are compared with the embedded
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Iterator, Optional
@@ -26,74 +23,16 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.service.conftest import decode, encode, form, photo, running_app, settings_for
+from tests.helpers.images import decode, encode, photo
+from tests.helpers.service import (Serve, form, free_port, metric, reachable, running_app,
+                                   settings_for)
 
 redis = pytest.importorskip("redis")
 
 pytestmark = pytest.mark.timeout(300)
-ROOT = Path(__file__).resolve().parents[2]
 SHARED_URL = "redis://127.0.0.1:6379/0"
 WORKER_ENV = {"RESSHIFT_TORCH_THREADS": "1", "RESSHIFT_TILE": "16",
               "RESSHIFT_MAX_WAIT_MS": "5", "RESSHIFT_FACE_SIZE": "32"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def reachable(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-class Serve:
-    """One `resshift serve --role ROLE` process with its own port and log file."""
-
-    def __init__(self, role: str, env: dict[str, str], log_dir: Path, name: str):
-        self.role, self.name, self.port = role, name, free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_dir / f"{name}.log"
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "resshift", "serve", "--role", role, "--port",
-             str(self.port)], cwd=ROOT, env={**os.environ, **env}, stdout=self._log,
-            stderr=subprocess.STDOUT)
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def wait_ready(self, timeout_s: float = 120.0) -> None:
-        end = time.monotonic() + timeout_s
-        last = None
-        while time.monotonic() < end:
-            assert self.proc.poll() is None, f"{self.name} exited:\n{self.log()}"
-            try:
-                last = httpx.get(self.url + "/readyz", timeout=2)
-                if last.status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"{self.name} not ready: {last and last.text}\n{self.log()}")
-
-    def metrics(self) -> str:
-        return httpx.get(self.url + "/metrics", timeout=5).text
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
 
 
 @pytest.fixture
@@ -141,13 +80,6 @@ def post_all(url: str, cases: list[tuple[np.ndarray, int]], concurrency: int = 1
         return list(pool.map(one, cases))
 
 
-def metric(text: str, name: str, labels: str = "") -> float:
-    for line in text.splitlines():
-        if line.startswith(name + labels + " ") or line.startswith(name + "{" + labels):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def results_in_redis(client, prefix: str) -> dict[str, dict[bytes, bytes]]:
     return {k.decode(): client.hgetall(k)
             for k in client.scan_iter(match=prefix + "result:*", count=1000)}
@@ -172,13 +104,13 @@ def test_api_and_two_workers_complete_30_jobs_like_the_embedded_mode(deployment,
         assert np.array_equal(decode(response.content), want)
 
     # both workers took part, and together they ran each job once
-    done = [metric(w.metrics(), "resshift_request_duration_seconds_count", 'task="sr"')
+    done = [metric(w.metrics(), "resshift_request_duration_seconds_count", task="sr")
             for w in workers]
     assert sum(done) == 30 and min(done) > 0, done
     # and batched tiles of different jobs into shared UNet calls, as one process does
     texts = [w.metrics() for w in workers]
-    calls = sum(metric(t, "resshift_batch_size_count", 'task="sr"') for t in texts)
-    tiles = sum(metric(t, "resshift_batch_size_sum", 'task="sr"') for t in texts)
+    calls = sum(metric(t, "resshift_batch_size_count", task="sr") for t in texts)
+    tiles = sum(metric(t, "resshift_batch_size_sum", task="sr") for t in texts)
     assert tiles / calls > 2, (tiles, calls)         # measured: 7.3 tiles per call
     results = results_in_redis(deployment.redis, deployment.prefix)
     assert len(results) == 30
@@ -254,7 +186,7 @@ def test_jobs_of_a_worker_killed_mid_batch_complete_once_on_another(deployment, 
     assert attempts[-1] == 2, attempts          # the killed worker's jobs were reclaimed
     assert deployment.redis.xlen(deployment.prefix + "dead") == 0
     assert metric(rescuer.metrics(), "resshift_request_duration_seconds_count",
-                  'task="sr"') >= 1
+                  task="sr") >= 1
 
 
 # -- 3. Redis restarted under load ---------------------------------------------------------

@@ -12,8 +12,8 @@ from service.scheduler import Admission, Scheduler
 from service.schemas import JobState
 from service.settings import Settings
 
-from .conftest import encode, form, photo, running_app, settings_for
-from .test_worker import LONG, _poll
+from tests.helpers.images import encode, photo
+from tests.helpers.service import LONG, form, poll, running_app, settings_for
 
 
 def test_a_full_queue_answers_429_with_retry_after_at_once(model_dirs):
@@ -26,7 +26,7 @@ def test_a_full_queue_answers_429_with_retry_after_at_once(model_dirs):
         assert int(refused.headers["retry-after"]) >= 1
         assert c.post("/v1/jobs", **form(encode(photo(8, 8)))).status_code == 429
         c.delete(f"/v1/jobs/{job['id']}")
-        _poll(lambda: c.app.state.services.scheduler.inflight == 0)
+        poll(lambda: c.app.state.services.scheduler.inflight == 0)
         assert c.post("/v1/restore", **form(encode(photo(8, 8)))).status_code == 200
 
 
@@ -54,7 +54,7 @@ def test_shutdown_fails_what_cannot_finish_with_a_clear_status(model_dirs):
     with running_app(settings) as c:
         svc = c.app.state.services
         job_id = c.post("/v1/jobs", **form(LONG)).json()["id"]
-        _poll(lambda: svc.scheduler.workers[0]._stepping)
+        poll(lambda: svc.scheduler.workers[0]._stepping)
     item = svc.jobs.get(job_id).item
     assert item.state is JobState.failed
     error = item.future.exception()

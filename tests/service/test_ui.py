@@ -13,7 +13,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from .conftest import LiveServer, encode, photo, settings_for
+from tests.helpers.images import encode, photo
+from tests.helpers.service import LiveServer, settings_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")

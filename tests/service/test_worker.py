@@ -4,7 +4,6 @@ loop, deadlines and disconnects that drop a request's tiles."""
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -12,25 +11,14 @@ import numpy as np
 
 import model
 
-from .conftest import (LiveServer, decode, encode, form, metric, photo, running_app,
-                       settings_for)
+from tests.helpers.images import decode, encode, photo
+from tests.helpers.service import (LONG, LiveServer, form, metric, poll, running_app,
+                                   settings_for)
 
-# 72x72 LQ with 16-tiles overlapping by 8: 64 latent tiles a step, 256 UNet calls at
-# batch 1 (a second or more on these CPUs: long next to a few health checks)
-LONG = encode(photo(72, 72, seed=5))
-# 160x160 LQ: 19x19 = 361 tiles a step, 1444 UNet calls at batch 1: tens of seconds on a
+# LONG (tests.helpers.service) is a 72x72 LQ: 64 latent tiles a step, a second or more.
+# VERY_LONG, 160x160 LQ: 19x19 = 361 tiles a step, 1444 UNet calls at batch 1: tens of seconds on a
 # CPU, so a client that gives up after 0.5 s surely leaves while it runs
 VERY_LONG = encode(photo(160, 160, seed=6))
-
-
-def _poll(predicate, timeout_s: float = 60.0, every_s: float = 0.02):
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every_s)
-    raise AssertionError("condition not reached")
 
 
 def test_tiles_of_different_requests_share_batches_and_results_do_not_change(model_dirs):
@@ -72,13 +60,13 @@ def test_a_small_request_overtakes_a_large_one_that_still_finishes(model_dirs):
     with running_app(settings) as c:
         worker = c.app.state.services.scheduler.workers[0]
         job = c.post("/v1/jobs", **form(LONG, seed=1)).json()
-        _poll(lambda: worker._stepping, every_s=0.001)     # the large one is denoising
+        poll(lambda: worker._stepping, every_s=0.001)     # the large one is denoising
         before = metric(c.get("/metrics").text, "resshift_batch_size_count", task="sr")
         assert c.post("/v1/restore", **form(small, seed=2)).status_code == 200
         after = metric(c.get("/metrics").text, "resshift_batch_size_count", task="sr")
         assert c.get(f"/v1/jobs/{job['id']}").json()["status"] == "running"
         assert after - before <= 4 + 2, after - before   # 4 steps + the batch running
-        _poll(lambda: c.get(f"/v1/jobs/{job['id']}").json()["status"] == "succeeded")
+        poll(lambda: c.get(f"/v1/jobs/{job['id']}").json()["status"] == "succeeded")
         assert c.get(f"/v1/jobs/{job['id']}/result").status_code == 200
 
 
@@ -90,7 +78,7 @@ def test_health_answers_while_a_long_request_is_in_flight(model_dirs):
         thread = threading.Thread(target=lambda: (c.post("/v1/restore", **form(LONG)),
                                                   done.set()))
         thread.start()
-        _poll(lambda: worker._stepping)          # the request is being denoised
+        poll(lambda: worker._stepping)          # the request is being denoised
         for _ in range(5):
             assert c.get("/healthz").status_code == 200
             assert c.get("/readyz").status_code == 200
@@ -111,7 +99,7 @@ def test_past_the_deadline_is_504_and_the_tiles_leave_the_queue(model_dirs):
         assert late and {r.status_code for r in answers} <= {200, 504}, \
             [r.status_code for r in answers]
         assert all(r.json()["error"]["code"] == "deadline_exceeded" for r in late)
-        _poll(lambda: c.app.state.services.scheduler.inflight == 0)
+        poll(lambda: c.app.state.services.scheduler.inflight == 0)
         text = c.get("/metrics").text
         assert metric(text, "resshift_queue_depth") == 0
         assert metric(text, "resshift_requests_total", task="sr", status="504") == len(late)
@@ -130,7 +118,7 @@ def test_a_client_that_disconnects_cancels_its_request(model_dirs):
             raise AssertionError("the request should not have finished in 0.5 s")
         except httpx.ReadTimeout:
             pass
-        _poll(lambda: scheduler.inflight == 0)
+        poll(lambda: scheduler.inflight == 0)
         text = httpx.get(server.url + "/metrics").text
         assert metric(text, "resshift_requests_total", task="sr", status="499") == 1
         assert metric(text, "resshift_requests_total", task="sr", status="200") == 0

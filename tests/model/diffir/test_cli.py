@@ -11,7 +11,7 @@ from PIL import Image
 
 import model
 from resshift.cli import main
-from tests.conftest import rel_err
+from tests.helpers.models import rel_err
 
 
 @pytest.mark.parametrize("layout", ["options", "network_g"])

@@ -14,12 +14,12 @@ from model.diffir import DiffIRRestorer
 from model.errors import CheckpointError, ConfigError
 from model.restorer import Restorer
 
-from .conftest import tiny_config, tiny_restorer
+from tests.helpers.models import tiny_diffir, tiny_diffir_config, tiny_restorer
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    r = tiny_restorer(4, seed=3)
+    r = tiny_diffir(4, seed=3)
     r.name, r.provenance = "tiny-diffir", {"source": "test"}
     return r, model.save(r, tmp_path_factory.mktemp("diffir") / "tiny")
 
@@ -29,7 +29,7 @@ def test_model_json_names_the_family_and_the_network(saved):
     meta = json.loads((path / "model.json").read_text())
     assert meta["family"] == "diffir" and meta["task"] == "sr" and meta["scale"] == 4
     assert meta["input_multiple"] == 8 and meta["steps"] == 4 and meta["name"] == "tiny-diffir"
-    assert meta["network_g"] == {**tiny_config(4), "inp_channels": 3, "out_channels": 3,
+    assert meta["network_g"] == {**tiny_diffir_config(4), "inp_channels": 3, "out_channels": 3,
                                  "bias": False, "n_denoise_res": 1, "linear_start": 0.1,
                                  "linear_end": 0.99, "timesteps": 4}
     assert meta["provenance"]["source"] == "test" and "written" in meta["provenance"]
@@ -47,8 +47,7 @@ def test_round_trip_gives_the_same_pixels(saved):
 
 
 def test_resshift_directories_still_load_as_resshift(tmp_path):
-    from tests.model.test_stepper import tiny_restorer as tiny_resshift
-    path = model.save(tiny_resshift("sr"), tmp_path / "rs")
+    path = model.save(tiny_restorer("sr"), tmp_path / "rs")
     assert json.loads((path / "model.json").read_text())["family"] == "resshift"
     assert isinstance(model.load(path), Restorer)
 

@@ -8,7 +8,7 @@ import torch
 import model
 from model.errors import CheckpointError, ConfigError
 
-from .conftest import tiny_config
+from tests.helpers.models import tiny_diffir_config
 
 
 def test_wrong_checkpoint_names_the_keys(diffir_small, diffir_presets):
@@ -58,9 +58,9 @@ def test_unreadable_checkpoint(tmp_path):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot read"):
-        model.import_diffir(tiny_config(4), bad)
+        model.import_diffir(tiny_diffir_config(4), bad)
     with pytest.raises(CheckpointError, match="does not exist"):
-        model.import_diffir(tiny_config(4), tmp_path / "nope.pth")
+        model.import_diffir(tiny_diffir_config(4), tmp_path / "nope.pth")
 
 
 @pytest.mark.parametrize("change, message", [
@@ -76,11 +76,11 @@ def test_unreadable_checkpoint(tmp_path):
 ])
 def test_bad_config(change, message):
     with pytest.raises(ConfigError, match=message):
-        model.import_diffir(dict(tiny_config(4), **change), {})
+        model.import_diffir(dict(tiny_diffir_config(4), **change), {})
 
 
 def test_missing_config_argument():
-    config = tiny_config(4)
+    config = tiny_diffir_config(4)
     del config["dim"], config["heads"]
     with pytest.raises(ConfigError, match="lacks dim, heads"):
         model.import_diffir(config, {})
@@ -97,5 +97,5 @@ def test_config_file_errors(tmp_path):
 
 def test_config_round_trips():
     from model.diffir.config import load_diffir_config
-    cfg = load_diffir_config(tiny_config(2))
+    cfg = load_diffir_config(tiny_diffir_config(2))
     assert load_diffir_config(cfg.to_official()) == cfg

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import rel_err
+from tests.helpers.models import rel_err
 
 TOL = 1e-5
 
@@ -45,7 +45,6 @@ def test_import_from_yaml_and_prefixed_checkpoint(diffir_small, tmp_path):
     import yaml
 
     import model
-    from tests.conftest import rel_err as err
     meta, ckpt, t = diffir_small
     yml = tmp_path / "test_DiffIRS2.yml"
     yml.write_text(yaml.safe_dump({"scale": 4, "network_g": {
@@ -55,4 +54,4 @@ def test_import_from_yaml_and_prefixed_checkpoint(diffir_small, tmp_path):
     torch.save({"params": state}, pth)
     r = model.import_diffir(yml, pth)
     assert r.provenance["checkpoint_file"] == "net_g.pth"
-    assert err(r.sample(t["lq"], t["x_T"]), t["sr"]) < TOL
+    assert rel_err(r.sample(t["lq"], t["x_T"]), t["sr"]) < TOL

@@ -9,12 +9,12 @@ import torch
 from model.errors import InputImageError
 from model.restorer import pad_to_multiple
 
-from .conftest import tiny_restorer
+from tests.helpers.models import tiny_diffir
 
 
 @pytest.fixture(scope="module", params=[4, 2, 1])
 def restorer(request):
-    return tiny_restorer(request.param)
+    return tiny_diffir(request.param)
 
 
 def test_input_multiple(restorer):
@@ -43,7 +43,7 @@ def test_padding_is_reflect_then_crop(restorer):
 
 
 def test_batch_items_are_independent():
-    r = tiny_restorer(4)
+    r = tiny_diffir(4)
     lq = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
     noise = torch.randn(2, 256, generator=torch.Generator().manual_seed(4))
     both = r.sample(lq, noise)
@@ -52,7 +52,7 @@ def test_batch_items_are_independent():
 
 
 def test_restore_is_reproducible_with_a_seed():
-    r = tiny_restorer(4)
+    r = tiny_diffir(4)
     image = np.random.default_rng(0).integers(0, 256, (11, 14, 3), dtype=np.uint8)
     a = r.restore(image, seed=7)
     assert a.shape == (44, 56, 3) and a.dtype == np.uint8
@@ -65,7 +65,7 @@ def test_restore_is_reproducible_with_a_seed():
 
 
 def test_restore_reports_progress():
-    r = tiny_restorer(4)
+    r = tiny_diffir(4)
     seen = []
     r.restore(np.zeros((8, 8, 3), np.uint8), seed=0,
               progress=lambda stage, done, total: seen.append((stage, done, total)))
@@ -73,7 +73,7 @@ def test_restore_reports_progress():
 
 
 def test_restore_rejects_what_it_cannot_do():
-    r = tiny_restorer(4)
+    r = tiny_diffir(4)
     image = np.zeros((8, 8, 3), np.uint8)
     with pytest.raises(InputImageError, match="uint8"):
         r.restore(image.astype(np.float32))

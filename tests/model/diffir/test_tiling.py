@@ -13,12 +13,12 @@ from model.errors import InputImageError
 from model.restorer import pad_to_multiple
 from model.tiling import blend
 
-from .conftest import tiny_restorer
+from tests.helpers.models import tiny_diffir
 
 
 @pytest.fixture(scope="module")
 def r4():
-    return tiny_restorer(4, seed=1)
+    return tiny_diffir(4, seed=1)
 
 
 def _image(h, w, seed=0):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,9 +18,8 @@ from model.nets.autoencoder import (
     clean_state_dict,
     groupnorm_stats,
 )
-
-SHARED = Path(os.environ.get("RESSHIFT_SHARED", Path(__file__).resolve().parents[3].parent / "shared"))
-REF = SHARED / "reference" / "resshift-official"
+from tests.helpers.models import rel_err
+from tests.helpers.paths import REFERENCE as REF
 
 needs_ref = pytest.mark.skipif(
     not (REF / "realsr_small_tensors.pt").exists(),
@@ -34,20 +31,6 @@ needs_presets = pytest.mark.skipif(
 )
 
 PRESETS = ["realsr_v3", "realsr_v1", "bicsr", "inpaint_imagenet", "inpaint_face", "faceir"]
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """These tests run many small ops; one intra-op thread avoids OpenMP barrier
-    stalls when the CPU is shared (2-thread runs were up to 40x slower under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

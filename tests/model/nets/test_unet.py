@@ -1,16 +1,14 @@
 """Tests for model.nets.unet: checkpoint layout and numerical parity with the official ResShift UNet."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from model.nets.unet import SwinUNet, shifted_window_mask, unet_from_config
-
-SHARED = Path(os.environ.get("RESSHIFT_SHARED", Path(__file__).resolve().parents[3].parent / "shared"))
-REF = SHARED / "reference" / "resshift-official"
+from tests.helpers.models import rel_err
+from tests.helpers.paths import REFERENCE as REF
 
 PRESETS = ["realsr_v3", "realsr_v1", "bicsr", "inpaint_imagenet", "inpaint_face", "faceir"]
 
@@ -19,10 +17,6 @@ def _need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"reference data missing: {path} (set RESSHIFT_SHARED to the shared/ folder)")
     return path
-
-
-def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).norm() / b.norm()).item()
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +39,7 @@ def test_parity_realsr_small(small_model, small_tensors):
         out = small_model(t["unet_first_input"], t["unet_first_t"], lq=t["lq"])
     ref = t["unet_first_output"]
     assert out.shape == ref.shape
-    err = _rel_err(out, ref)
+    err = rel_err(out, ref)
     assert err < 1e-5, f"relative error {err:.3e}"
 
 
@@ -85,7 +79,7 @@ def test_batch_matches_single_items(small_model, small_tensors):
         both = small_model(x, steps, lq=lq)
         for i in range(2):
             single = small_model(x[i : i + 1], steps[i : i + 1], lq=lq[i : i + 1])
-            assert _rel_err(both[i : i + 1], single) < 1e-5
+            assert rel_err(both[i : i + 1], single) < 1e-5
 
 
 def test_shift_mask_only_bottom_window_row():

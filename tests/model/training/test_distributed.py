@@ -4,13 +4,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
 from model.training.distributed import env_info
-from tests.model.training.conftest import tiny_recipe
+from tests.helpers.models import tiny_recipe
+from tests.helpers.paths import REPO
 
 
 def test_env_detection():
@@ -27,7 +27,7 @@ def test_torchrun_two_cpu_ranks(tmp_path, image_dir):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--standalone", "-m", "resshift", "train", str(cfg), "-q"]
-    done = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[3], env=env,
+    done = subprocess.run(cmd, cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
     prov = json.loads((tmp_path / "model" / "model.json").read_text())["provenance"]

@@ -13,7 +13,8 @@ from model.config import config_from_official
 from model.directory import build_networks
 from model.restorer import Restorer
 from model.training.evaluate import EvalPair, evaluate, name_rng
-from tests.model.training.conftest import TINY_DIFFUSION, TINY_UNET, photo
+from tests.helpers.images import photo
+from tests.helpers.models import TINY_DIFFUSION, TINY_UNET
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from model.nets.autoencoder import VQAutoencoder
 from model.training.config import TrainConfig
 from model.training.lpips import LPIPS
 from model.training.trainer import Trainer
-from tests.model.training.conftest import tiny_recipe
+from tests.helpers.models import tiny_recipe
 
 TINY_AE = dict(embed_dim=3, n_embed=32, ddconfig=dict(
     double_z=False, z_channels=3, resolution=256, in_channels=3, out_ch=3, ch=32,

@@ -9,7 +9,7 @@ from model.denoiser import to_x0
 from model.directory import build_networks
 from model.errors import ConfigError
 from model.restorer import Restorer
-from tests.model.training.conftest import TINY_DIFFUSION, TINY_UNET
+from tests.helpers.models import TINY_DIFFUSION, TINY_UNET
 
 
 def _cfg(kind="residual", **unet):

@@ -12,7 +12,7 @@ from model.errors import ConfigError
 from model.training.checkpoint import latest_checkpoint, load_checkpoint
 from model.training.config import TrainConfig
 from model.training.trainer import Trainer
-from tests.model.training.conftest import tiny_recipe
+from tests.helpers.models import tiny_recipe
 
 
 def _train(recipe, **kw):
