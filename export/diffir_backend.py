@@ -133,5 +133,4 @@ def choose_diffir_backend(restorer) -> tuple[str, str]:
     if importlib.util.find_spec("onnx") is None:
         return "torch", f"on the CPU without onnx ({ORT_INSTALL})"
     return "onnxruntime", ("on the CPU onnxruntime float32 runs DiffIR about 1.5x faster "
-                           "than torch float32 (measured: realsr_x4, 64x64 LQ, one thread, "
-                           "0.81 s vs 1.27 s)")
+                           "than torch float32 (measured, docs/diffir.md)")
