@@ -72,7 +72,7 @@ def small_reference_restorer(shared: Path):
 
 
 def time_stages(r, size: int, repeat: int) -> dict:
-    from model.restorer import TileOptions
+    from model.geometry import TileOptions
     lq = torch.rand(1, 3, size, size) * 2 - 1
     tiles = TileOptions()
     best = {}

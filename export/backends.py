@@ -311,7 +311,7 @@ class OnnxRuntimeBackend(OrtSessions):
 class SplitBackend:
     """The UNet and encoder on one backend, the decoder on another: on a bf16 CPU the
     fastest mix within 40 dB of float32 (onnxruntime float32 upstream of the codebook,
-    torch bf16 decoder after it; see :func:`choose_backend`)."""
+    torch bf16 decoder after it; see ``export.families.choose_backend``)."""
 
     name = "split"
 

@@ -19,19 +19,31 @@ import torch
 class Job(Protocol):
     """One image's restore cut into steps (``make_job``): ``encode`` once, then while
     not ``done`` run ``pending_tiles`` through the model's ``run_batch`` (possibly
-    together with other jobs' work of the same key) and hand the outputs to
-    ``complete_step``; ``finish`` returns the HxWx3 uint8 image."""
+    together with other jobs' work of the same key) and hand the outputs back, either
+    all at once (``complete_step(outputs)``) or one by one as batches finish
+    (``accept(index, output)``, then ``complete_step()``); ``finish`` returns the HxWx3
+    uint8 image."""
 
     seed: int
 
     @property
     def done(self) -> bool: ...
 
+    @property
+    def tiles_per_step(self) -> int:
+        """Work items per round (admission and ranking use it)."""
+
+    @property
+    def steps_done(self) -> int: ...
+
     def encode(self) -> None: ...
 
     def pending_tiles(self) -> Sequence[Any]: ...
 
-    def complete_step(self, outputs: Sequence[torch.Tensor]) -> None: ...
+    def accept(self, index: int, output: torch.Tensor) -> bool:
+        """Store the output of pending item ``index``; True once the round is complete."""
+
+    def complete_step(self, outputs: Optional[Sequence[torch.Tensor]] = None) -> None: ...
 
     def finish(self) -> np.ndarray: ...
 
@@ -47,6 +59,7 @@ class ModelFamily(Protocol):
 
     family: str
     device: torch.device
+    scale: int
 
     @property
     def name(self) -> str: ...
@@ -59,6 +72,9 @@ class ModelFamily(Protocol):
 
     @property
     def needs_mask(self) -> bool: ...
+
+    @property
+    def input_multiple(self) -> int: ...
 
     def restore(self, image: np.ndarray, mask: Optional[np.ndarray] = None,
                 seed: Optional[int] = None, tile: Optional[int] = None) -> np.ndarray:

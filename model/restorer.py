@@ -141,11 +141,6 @@ class Restorer:
                           normalize_input=self.spec.normalize_input,
                           predict_type=self.predict_type)
 
-    def latent_shape(self, lq_shape: Sequence[int]) -> tuple[int, int, int, int]:
-        b, _, h, w = lq_shape
-        c = self.config.autoencoder["embed_dim"] if self.latent else self.config.unet["out_channels"]
-        return (b, c, h * self.scale // self.factor, w * self.scale // self.factor)
-
     @torch.no_grad()
     def encode_lq(self, lq: torch.Tensor, tiles: Optional[TileOptions] = None,
                   progress: Optional[Progress] = None) -> torch.Tensor:

@@ -93,12 +93,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
     except ModelError as exc:
         log.error("cannot load model %s: %s", args.model, exc)
         return 2
-    task = restorer.config.task
+    task = restorer.task
     if args.task and args.task != task:
         log.error("model %s does %r, not %r; pick a model for that task with --model",
                   args.model, task, args.task)
         return 2
-    if restorer.config.needs_mask and args.mask is None:
+    if restorer.needs_mask and args.mask is None:
         log.error("the %r model needs --mask (a mask file, or a folder of masks named like "
                   "the inputs; white = area to fill)", task)
         return 2
@@ -124,7 +124,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
                 tqdm.write(f"{src}: {note}")
             mask = None
             mask_path = _find_mask(args.mask, rel)
-            if restorer.config.needs_mask and mask_path is not None:
+            if restorer.needs_mask and mask_path is not None:
                 h, w = decoded.pixels.shape[:2]
                 mask = decode_mask(mask_path, (w, h), max_pixels=args.max_pixels)
             result = restorer.restore(decoded.pixels, mask=mask, seed=args.seed, tile=args.tile,
