@@ -19,7 +19,14 @@ from .config import ModelSection
 
 def build_training_model(section: ModelSection, name: str, seed: int
                          ) -> tuple[ModelConfig, SwinUNet, Optional[VQAutoencoder]]:
-    """(config, UNet to train, frozen autoencoder or None), on the CPU."""
+    """(config, UNet to train, frozen autoencoder or None), on the CPU.
+
+    ``section.init_from`` is a model dir, or a training checkpoint (``.pt``, a
+    ``resume.pt``): a second stage starts from that run's EMA weights with this
+    section's diffusion settings (for example a changed noise schedule).
+    """
+    if section.init_from and str(section.init_from).endswith(".pt"):
+        return _from_training_checkpoint(section, name, seed)
     if section.init_from:
         restorer = load(section.init_from)
         cfg = copy.deepcopy(restorer.config)
@@ -57,4 +64,28 @@ def build_training_model(section: ModelSection, name: str, seed: int
         for p in autoencoder.parameters():
             p.requires_grad_(False)
     unet.train()
+    return cfg, unet, autoencoder
+
+
+def _from_training_checkpoint(section: ModelSection, name: str, seed: int
+                              ) -> tuple[ModelConfig, SwinUNet, Optional[VQAutoencoder]]:
+    from .checkpoint import load_checkpoint
+    from .config import ModelSection as Section
+
+    state = load_checkpoint(section.init_from)
+    earlier = dict((state.get("config") or {}).get("model") or {})
+    if not earlier.get("unet") or "ema" not in state:
+        raise ConfigError(f"{section.init_from} is not a training checkpoint of this project "
+                          "(no model section or EMA weights)")
+    if earlier.get("init_from"):
+        raise ConfigError(f"{section.init_from} was itself initialised from "
+                          f"{earlier['init_from']}: start from a first-stage checkpoint")
+    base = Section(**{**earlier, "init_from": None,
+                      "diffusion": {**earlier.get("diffusion", {}), **(section.diffusion or {})},
+                      "description": section.description or earlier.get("description", ""),
+                      "task": section.task, "scale": section.scale})
+    cfg, unet, autoencoder = build_training_model(base, name, seed)
+    unet.load_state_dict(state["ema"])
+    cfg.provenance = {"initialised_from": {"checkpoint": str(section.init_from),
+                                           "step": int(state.get("step", 0))}}
     return cfg, unet, autoencoder

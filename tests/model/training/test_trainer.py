@@ -148,3 +148,34 @@ def test_one_checkpoint_file_is_replaced_in_place_and_resumed(tmp_path, image_di
     _train(straight)
     a = load_checkpoint(latest_checkpoint(tmp_path / "a" / "run"))
     _assert_same(a["unet"], load_checkpoint(single)["unet"], "unet")
+
+
+def test_a_second_stage_starts_from_a_training_checkpoint_with_a_changed_schedule(
+        tmp_path, image_dir):
+    """``model.init_from: <resume.pt>``: stage two takes stage one's EMA weights and
+    architecture, overrides only what its diffusion section names, and says where it
+    started in the model's provenance."""
+    single = tmp_path / "stage1.pt"
+    first = tiny_recipe(tmp_path / "one", image_dir, checkpoint_file=str(single))
+    _train(first, stop_after=2)
+    stage1 = load_checkpoint(single)
+
+    second = tiny_recipe(tmp_path / "two", image_dir, steps=1, checkpoint_every=0)
+    second["model"] = {"task": "sr", "scale": 4, "init_from": str(single),
+                       "diffusion": {"etas_end": 0.9999}}
+    trainer = Trainer(TrainConfig.from_dict(second), show_progress=False)
+    for name, value in stage1["ema"].items():               # starts from stage one's EMA
+        assert torch.equal(trainer.unet.state_dict()[name], value), name
+    assert trainer.model_config.diffusion["etas_end"] == 0.9999
+    assert trainer.model_config.diffusion["kappa"] == first["model"]["diffusion"]["kappa"]
+    assert trainer.restorer.schedule.etas[-1] == pytest.approx(0.9999 ** 2)
+    path = trainer.run()
+    prov = json.loads((path / "model.json").read_text())["provenance"]
+    assert prov["initialised_from"] == {"checkpoint": str(single), "step": 2}
+
+    # a model dir is not a checkpoint; a checkpoint must hold a model section
+    bad = tmp_path / "bad.pt"
+    torch.save({"step": 1, "ema": {}}, bad)
+    second["model"]["init_from"] = str(bad)
+    with pytest.raises(ConfigError, match="not a training checkpoint"):
+        Trainer(TrainConfig.from_dict(second), show_progress=False)
