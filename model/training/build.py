@@ -74,13 +74,11 @@ def _from_training_checkpoint(section: ModelSection, name: str, seed: int
 
     state = load_checkpoint(section.init_from)
     earlier = dict((state.get("config") or {}).get("model") or {})
-    if not earlier.get("unet") or "ema" not in state:
+    if not (earlier.get("unet") or earlier.get("init_from")) or "ema" not in state:
         raise ConfigError(f"{section.init_from} is not a training checkpoint of this project "
                           "(no model section or EMA weights)")
-    if earlier.get("init_from"):
-        raise ConfigError(f"{section.init_from} was itself initialised from "
-                          f"{earlier['init_from']}: start from a first-stage checkpoint")
-    base = Section(**{**earlier, "init_from": None,
+    # a stage started from an earlier stage rebuilds that one first (its file must exist)
+    base = Section(**{**earlier,
                       "diffusion": {**earlier.get("diffusion", {}), **(section.diffusion or {})},
                       "description": section.description or earlier.get("description", ""),
                       "task": section.task, "scale": section.scale})

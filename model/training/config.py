@@ -74,6 +74,11 @@ class TrainSection:
     log_every: int = 10
     threads: Optional[int] = None
     lpips_weight: float = 1.0
+    # "l2": mean squared error over the batch. "relative_l2": each sample's squared error
+    # divided by its bicubic baseline's (y_0 against x_0), so each image weighs as its
+    # PSNR gain over bicubic does; plain L2 lets the few noisiest pairs set the gradient
+    # while mean PSNR is set mostly by the easy images.
+    loss: Literal["l2", "relative_l2"] = "l2"
 
 
 @dataclass
@@ -118,6 +123,8 @@ class TrainConfig:
         t, d, m = self.train, self.data, self.model
         if t.steps < 1 or t.batch_size < 1 or t.grad_accum < 1:
             raise ConfigError("train.steps, batch_size and grad_accum must be >= 1")
+        if t.loss not in ("l2", "relative_l2"):
+            raise ConfigError(f"train.loss must be 'l2' or 'relative_l2', got {t.loss!r}")
         if not 0 <= t.ema_decay < 1:
             raise ConfigError(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
         if not d.train:

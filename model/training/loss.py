@@ -26,6 +26,10 @@ from ..restorer import Restorer
 from ..sampler import q_sample
 
 
+# 1e-3 in [-1, 1] units is a baseline of 36 dB PSNR: better pairs count as that one
+RELATIVE_FLOOR = 1e-3
+
+
 @dataclass
 class Targets:
     """x0 (BxCxHxW), y0 (same shape) and the UNet's lq conditioning (or None)."""
@@ -54,14 +58,23 @@ def make_targets(restorer: Restorer, gt: torch.Tensor, lq: torch.Tensor) -> Targ
 def diffusion_loss(unet: nn.Module, restorer: Restorer, targets: Targets, t: torch.Tensor,
                    noise: torch.Tensor, gt: Optional[torch.Tensor] = None,
                    lpips: Optional[nn.Module] = None, lpips_weight: float = 0.0,
-                   mask: Optional[torch.Tensor] = None) -> LossOutput:
-    """The loss of Algorithm 1 for timesteps ``t`` [B] and noise shaped like x0."""
+                   mask: Optional[torch.Tensor] = None, relative: bool = False) -> LossOutput:
+    """The loss of Algorithm 1 for timesteps ``t`` [B] and noise shaped like x0.
+
+    relative: each sample's squared error over its bicubic baseline's (``y_0``), the
+    ``relative_l2`` loss of the recipe; ``mse`` stays the plain mean for the log."""
     x_t = q_sample(targets.x0, targets.y0, restorer.schedule, t, noise)
     pred = restorer.denoiser(module_network(unet))(x_t, t, targets.cond, mask)
-    mse = torch.mean((pred.float() - targets.x0.float()) ** 2)
+    per_sample = ((pred.float() - targets.x0.float()) ** 2).flatten(1).mean(1)
+    mse = per_sample.mean()
+    fit = mse
+    if relative:
+        base = ((targets.y0.float() - targets.x0.float()) ** 2).flatten(1).mean(1)
+        # the floor keeps near-perfect baselines (flat crops) from dominating
+        fit = (per_sample / (base + RELATIVE_FLOOR)).mean()
     if lpips is None or lpips_weight <= 0 or gt is None:
-        return LossOutput(mse, float(mse.detach()), None)
+        return LossOutput(fit, float(mse.detach()), None)
     image = restorer.autoencoder.decode(pred, quantize=False) if restorer.latent else pred
     perceptual = lpips(image.float().clamp(-1, 1), gt.float()).mean()
-    return LossOutput(mse + lpips_weight * perceptual, float(mse.detach()),
+    return LossOutput(fit + lpips_weight * perceptual, float(mse.detach()),
                       float(perceptual.detach()))

@@ -95,15 +95,16 @@ class Trainer:
     # -- set-up pieces ------------------------------------------------------------------
     def _lpips(self):
         weight = self.cfg.train.lpips_weight
+        fit = "relative L2" if self.cfg.train.loss == "relative_l2" else "L2"
         if not self.lpips_weights:
             if self.main:
-                log.info("LPIPS off: no --lpips-weights given, so the loss is L2 only "
-                         "(LPIPS needs VGG16 weights this program cannot download)")
+                log.info("LPIPS off: no --lpips-weights given, so the loss is %s only "
+                         "(LPIPS needs VGG16 weights this program cannot download)", fit)
             return None
         from .lpips import load_lpips
         net = load_lpips(self.lpips_weights).to(self.device)
         if self.main:
-            log.info("loss: L2 + %g * LPIPS (weights from %s)", weight, self.lpips_weights)
+            log.info("loss: %s + %g * LPIPS (weights from %s)", fit, weight, self.lpips_weights)
         return net
 
     def _val_pairs(self) -> list[EvalPair]:
@@ -211,7 +212,8 @@ class Trainer:
             with dist.no_sync(self.model, micro < t.grad_accum - 1), \
                     torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
                 out = diffusion_loss(self.model, self.restorer, targets, ts, noise, gt,
-                                     self.lpips, t.lpips_weight)
+                                     self.lpips, t.lpips_weight,
+                                     relative=t.loss == "relative_l2")
             self.scaler.scale(out.loss / t.grad_accum).backward()
             mse_sum += out.mse
             lp_sum += out.lpips or 0.0
@@ -308,7 +310,8 @@ class Trainer:
             "steps": self.step,
             "samples_seen": self.step * t.batch_size * t.grad_accum * self.dist.world_size,
             "wall_time_s": round(self.elapsed, 1),
-            "loss": "L2 + %g LPIPS" % t.lpips_weight if self.lpips is not None else "L2",
+            "loss": ("relative L2" if t.loss == "relative_l2" else "L2")
+            + (" + %g LPIPS" % t.lpips_weight if self.lpips is not None else ""),
             "weights": f"EMA (decay {t.ema_decay})",
             "hardware": {"device": str(self.device), "ranks": self.dist.world_size,
                          "threads": torch.get_num_threads(), "cpu": platform.processor() or

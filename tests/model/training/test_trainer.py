@@ -173,9 +173,57 @@ def test_a_second_stage_starts_from_a_training_checkpoint_with_a_changed_schedul
     prov = json.loads((path / "model.json").read_text())["provenance"]
     assert prov["initialised_from"] == {"checkpoint": str(single), "step": 2}
 
+    # a third stage from the second rebuilds the chain (stage one's file must exist)
+    mid = tmp_path / "stage2.pt"
+    second["train"]["checkpoint_file"] = str(mid)
+    second["work_dir"] = str(tmp_path / "two-b")
+    Trainer(TrainConfig.from_dict(second), show_progress=False).run()
+    third = tiny_recipe(tmp_path / "three", image_dir, steps=1, checkpoint_every=0)
+    third["model"] = {"task": "sr", "scale": 4, "init_from": str(mid), "diffusion": {}}
+    t3 = Trainer(TrainConfig.from_dict(third), show_progress=False)
+    for name, value in load_checkpoint(mid)["ema"].items():
+        assert torch.equal(t3.unet.state_dict()[name], value), name
+    assert t3.model_config.diffusion["etas_end"] == 0.9999
+
     # a model dir is not a checkpoint; a checkpoint must hold a model section
     bad = tmp_path / "bad.pt"
     torch.save({"step": 1, "ema": {}}, bad)
     second["model"]["init_from"] = str(bad)
     with pytest.raises(ConfigError, match="not a training checkpoint"):
         Trainer(TrainConfig.from_dict(second), show_progress=False)
+
+
+def test_relative_l2_weighs_each_pair_by_its_bicubic_error(tmp_path, image_dir):
+    """``train.loss: relative_l2`` divides each pair's squared error by its baseline's
+    (y_0 against x_0, plus a floor), so a pair with a poor baseline counts less; the
+    logged ``mse`` stays the plain mean."""
+    from model.training.loss import RELATIVE_FLOOR, Targets, diffusion_loss
+    recipe = tiny_recipe(tmp_path, image_dir, steps=2, checkpoint_every=0)
+    recipe["train"]["loss"] = "relative_l2"
+    trainer = Trainer(TrainConfig.from_dict(recipe), show_progress=False)
+    r = trainer.restorer
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.rand((2, 3, 32, 32), generator=gen) * 2 - 1
+    y0 = x0.clone()
+    y0[1] += 0.3                                    # the second pair's baseline is poor
+    lq = torch.nn.functional.interpolate(y0, scale_factor=0.25, mode="area")
+    targets = Targets(x0, y0, r.conditioning(lq, y0) if r.spec.cond_lq else None)
+    t = torch.tensor([1, 1])
+    noise = torch.randn(x0.shape, generator=gen)
+    plain = diffusion_loss(trainer.unet, r, targets, t, noise)
+    rel = diffusion_loss(trainer.unet, r, targets, t, noise, relative=True)
+    with torch.no_grad():
+        from model.sampler import q_sample
+        pred = r.denoiser(trainer.unet)(q_sample(x0, y0, r.schedule, t, noise), t,
+                                        targets.cond, None)
+    err = ((pred - x0) ** 2).flatten(1).mean(1)
+    base = ((y0 - x0) ** 2).flatten(1).mean(1)
+    assert plain.loss.item() == pytest.approx(err.mean().item(), rel=1e-5)
+    assert rel.loss.item() == pytest.approx((err / (base + RELATIVE_FLOOR)).mean().item(),
+                                            rel=1e-5)
+    assert rel.mse == pytest.approx(plain.mse, rel=1e-6)
+    path = trainer.run()
+    assert json.loads((path / "model.json").read_text())["provenance"]["loss"] == "relative L2"
+    recipe["train"]["loss"] = "l1"
+    with pytest.raises(ConfigError, match="train.loss"):
+        TrainConfig.from_dict(recipe)
