@@ -272,7 +272,8 @@ class OnnxRuntimeBackend(OrtSessions):
         def run(x: torch.Tensor, t: torch.Tensor, lq, mask) -> torch.Tensor:
             h, w = int(x.shape[-2]), int(x.shape[-1])
             if (h, w) not in per_shape:
-                graph = self._session(f"unet{h}x{w}", lambda: self.store.unet(h, w))
+                graph = self._session(f"unet{h}x{w}", lambda: self.store.unet(h, w),
+                                      fixed_shape=True)
                 per_shape[(h, w)] = OnnxUNet(graph)
             return per_shape[(h, w)](x, t, lq, mask)
         return run
@@ -283,7 +284,8 @@ class OnnxRuntimeBackend(OrtSessions):
         the autoencoder, now rather than on a request. Returns what was opened."""
         opened = []
         for h, w in latent_tiles:
-            self._session(f"unet{h}x{w}", lambda h=h, w=w: self.store.unet(h, w))
+            self._session(f"unet{h}x{w}", lambda h=h, w=w: self.store.unet(h, w),
+                          fixed_shape=True)
             opened.append(f"unet {h}x{w}")
         if getattr(self.restorer, "latent", False):
             self._session("encoder", self.store.encoder)

@@ -117,7 +117,7 @@ class OrtGraph:
 
     def __init__(self, path: str | Path, threads: Optional[int] = None,
                  providers: Sequence[str] = CPU, device: torch.device | str = "cpu",
-                 tf32: bool = False, binding: Optional[bool] = None):
+                 tf32: bool = False, binding: Optional[bool] = None, arena: bool = True):
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -135,6 +135,12 @@ class OrtGraph:
         opts.intra_op_num_threads = int(threads or torch.get_num_threads())
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        # The CPU arena keeps its high-water mark for the life of the session and the
+        # memory pattern is planned per input shape: right for fixed-shape graphs (the
+        # UNet tiles), wrong for spatially dynamic ones. Measured on the full-size
+        # realsr_v3 encoder, one 512x512 input: peak RSS 6.4 GB with both, 3.4 GB without.
+        opts.enable_cpu_mem_arena = bool(arena)
+        opts.enable_mem_pattern = bool(arena)
         self.session = ort.InferenceSession(
             str(path), opts, providers=session_providers(providers, self.device, stream=stream,
                                                          tf32=tf32, current=current))

@@ -34,8 +34,12 @@ class OrtSessions:
         self.threads = threads
         self._sessions: dict[str, object] = {}
 
-    def _session(self, key: str, path_fn):
+    def _session(self, key: str, path_fn, fixed_shape: bool = False):
+        """fixed_shape: the graph always runs at one input shape (a UNet tile graph),
+        so onnxruntime's CPU arena and memory pattern pay; spatially dynamic graphs run
+        without them (``OrtGraph``'s ``arena``)."""
         if key not in self._sessions:
             self._sessions[key] = OrtGraph(path_fn(), self.threads, self.providers,
-                                           device=self.device, tf32=self.tf32)
+                                           device=self.device, tf32=self.tf32,
+                                           arena=fixed_shape)
         return self._sessions[key]
