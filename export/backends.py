@@ -114,6 +114,12 @@ class Backend(Protocol):
     def describe(self) -> str:
         """One line for logs and the CLI: name, device / provider, precision."""
 
+    # Optional: ``tile_encode`` / ``tile_decode`` (same signatures as encode / decode)
+    # when they run the restorer's own torch autoencoder (``autoencoder``, the very
+    # module objects), so a tiled VAE pass can use them: its shared GroupNorm
+    # statistics are hooks on those modules. Graph runtimes (onnxruntime, TensorRT)
+    # offer none, and their tiles run on the float32 torch modules.
+
 
 def decode_failure(image: torch.Tensor) -> Optional[str]:
     """Why a decoded image (before clamping) is unusable, or None: NaN or Inf values.
@@ -223,6 +229,16 @@ class TorchBackend:
                 self.on_fallback(bad)
             out = ae.decoder(ae.post_quant_conv(z.float()))
         return out
+
+    @property
+    def autoencoder(self):
+        return getattr(self.restorer, "autoencoder", None)
+
+    def tile_encode(self, image: torch.Tensor) -> torch.Tensor:
+        return self.encode(image)
+
+    def tile_decode(self, z: torch.Tensor, quantize: bool = True) -> torch.Tensor:
+        return self.decode(z, quantize=quantize)
 
     def describe(self) -> str:
         if self.precision == "fp32":
@@ -340,6 +356,14 @@ class SplitBackend:
 
     def decode(self, z: torch.Tensor, quantize: bool = True) -> torch.Tensor:
         return self.decoder.decode(z, quantize=quantize)
+
+    @property
+    def autoencoder(self):
+        return getattr(self.decoder, "autoencoder", None)
+
+    @property
+    def tile_decode(self):
+        return getattr(self.decoder, "tile_decode", None)
 
     def describe(self) -> str:
         return (f"UNet and encoder: {self.upstream.describe()}; "

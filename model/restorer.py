@@ -73,7 +73,8 @@ class Restorer:
         """This restorer with its networks run by ``backend`` (``export.backends``;
         None: the torch modules). A shallow copy: modules and schedule are shared, the
         original is unchanged. Tiled VAE passes always run on torch (shared GroupNorm
-        statistics need the torch modules' hooks)."""
+        statistics need the torch modules' hooks) unless the backend runs those very
+        modules (``tile_encode`` / ``tile_decode``: torch autocast backends)."""
         view = copy.copy(self)
         view.backend = backend
         return view
@@ -148,7 +149,8 @@ class Restorer:
         y = F.interpolate(lq, scale_factor=self.scale, mode="bicubic") if self.scale != 1 else lq
         if not self.latent:
             return y
-        return self._vae(self.autoencoder.encode, y, 1.0 / self.factor, tiles,
+        return self._vae(self._tile_fn("tile_encode") or self.autoencoder.encode, y,
+                         1.0 / self.factor, tiles,
                          tile_px=(tiles or TileOptions()).vae_tile, align=self.factor,
                          stage="encode", progress=progress,
                          whole=self.backend.encode if self.backend is not None else None)
@@ -161,7 +163,11 @@ class Restorer:
             return z
         opts = tiles or TileOptions()
 
+        tile_decode = self._tile_fn("tile_decode")
+
         def dec(x):
+            if tile_decode is not None:
+                return tile_decode(x, quantize=quantize)
             return self.autoencoder.decode(x, quantize=quantize)
 
         def dec_backend(x):
@@ -170,6 +176,14 @@ class Restorer:
                          tile_px=max(1, opts.vae_tile // self.factor), align=1,
                          stage="decode", progress=progress,
                          whole=dec_backend if self.backend is not None else None)
+
+    def _tile_fn(self, name: str):
+        """The backend's per-tile VAE function when it runs this restorer's own
+        autoencoder modules (where the tiled pass's GroupNorm hooks sit), else None."""
+        fn = getattr(self.backend, name, None)
+        if fn is None or getattr(self.backend, "autoencoder", None) is not self.autoencoder:
+            return None
+        return fn
 
     def _vae(self, fn, x: torch.Tensor, scale: float, tiles: Optional[TileOptions],
              tile_px: int, align: int, stage: str = "vae",

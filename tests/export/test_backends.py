@@ -228,3 +228,31 @@ def test_a_reduced_precision_decode_with_nan_is_redone_in_float32(small_restorer
     # a healthy bf16 decode is kept as it is (no redo), and dark images are not failures
     assert backend.decode(z).shape == want.shape and backend.fallbacks == 1
     assert decode_failure(torch.full((1, 3, 8, 8), -1.0)) is None
+
+
+def test_tiled_vae_passes_run_at_the_torch_backends_precision(small_restorer):
+    """A torch autocast backend runs the restorer's own autoencoder, so tiled encode and
+    decode passes (GroupNorm hooks on those modules) use it too instead of falling back
+    to float32; a backend over other module objects is not used for tiles."""
+    import copy
+
+    from model.restorer import TileOptions, to_model_range, to_uint8
+    from tests.helpers.images import photo
+    tiles = TileOptions(vae_tile=128, vae_overlap=32)
+    lq = to_model_range(photo(96, 96, seed=3), "cpu")
+    z = small_restorer.encode_lq(lq)
+    fp32 = to_uint8(small_restorer.decode(z, tiles))
+
+    bf16 = TorchBackend(small_restorer, "bf16")
+    calls = []
+    real = bf16.decode
+    bf16.decode = lambda x, quantize=True: calls.append(tuple(x.shape)) or real(x, quantize)
+    tiled = to_uint8(small_restorer.using(bf16).decode(z, tiles))
+    # 384x384 output in 128-pixel tiles: 16 tiles, each run twice (statistics, then use
+    # in batches)
+    assert sum(s[0] for s in calls) == 2 * 16 and all(s[-1] <= 32 for s in calls)
+    assert not np.array_equal(tiled, fp32)            # bf16 really ran
+    assert psnr(tiled, fp32) > 35.0
+
+    other = TorchBackend(copy.deepcopy(small_restorer), "bf16")
+    np.testing.assert_array_equal(to_uint8(small_restorer.using(other).decode(z, tiles)), fp32)
