@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from .config import ModelConfig, ModelSpec
 from .denoiser import Network, X0Denoiser, module_network
 from .errors import InputImageError
-from .geometry import TileOptions, WorkShape
+from .geometry import TileOptions, WorkShape, fitted_tile
 from .sampler import draw_noises, sample as run_sampler
 from .schedule import Schedule, schedule_from_config
 from .stepper import TiledJob, TileWork, run_tiles
@@ -199,6 +199,9 @@ class Restorer:
                                         progress, whole) for i in range(x.shape[0])])
         overlap = tiles.vae_overlap if scale < 1 else max(1, tiles.vae_overlap // self.factor)
         overlap = (overlap // align) * align
+        # as many tiles as the largest tile side needs, each no larger than the cover
+        # needs (the VAE tiles have no fixed shape to keep, unlike the UNet's)
+        tile_px = max(fitted_tile(n, tile_px, overlap, align) for n in x.shape[-2:])
         with self._shared_norm_stats(fn, x, tile_px, overlap, align, stage, progress):
             report = (lambda done, total: progress(stage, done, total)) if progress else None
             return tiled_map(fn, x, tile_px, overlap, scale, tiles.max_batch, align,

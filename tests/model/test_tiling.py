@@ -133,3 +133,22 @@ def test_paste_back_keeps_known_pixels_and_clamps_the_generated_ones():
     keep = mask.expand_as(known) == 0
     assert torch.equal(out[keep], known[keep])
     assert torch.equal(out[~keep], generated.clamp(-1, 1)[~keep])
+
+
+def test_fitted_tiles_cover_with_the_same_count_and_less_overlap():
+    from model.geometry import axis_starts, fitted_tile
+    # 1024 in 512-tiles overlapping by 64 needs three: fitted, they are 384 wide
+    assert fitted_tile(1024, 512, 64) == 384
+    assert fitted_tile(512, 512, 64) == 512 and fitted_tile(300, 512, 64) == 300
+    for length in range(65, 2000, 37):
+        for max_tile, overlap, align in ((512, 64, 4), (128, 16, 1), (96, 8, 8)):
+            side = fitted_tile(length, max_tile, overlap, align)
+            full = axis_starts(length, max_tile, overlap)
+            if length % align:
+                continue
+            starts = axis_starts(length, side, overlap, align)
+            assert side <= max_tile and side % align == 0 or side == length
+            assert len(starts) <= len(full)                       # never more tiles
+            assert starts[0] == 0 and starts[-1] + side == length
+            gaps = [b - a for a, b in zip(starts, starts[1:])]
+            assert all(side - g >= overlap for g in gaps)         # overlap kept
