@@ -158,6 +158,10 @@ class Trainer:
             log.info("no checkpoint in %s: starting from step 0", self.work_dir)
             return
         state = load_checkpoint(path)
+        if "optimizer" not in state:
+            raise ConfigError(f"{path} holds the weights of a finished stage only (step "
+                              f"{state.get('step')}), not a run to resume: start the next "
+                              "stage from it with model.init_from")
         old, new = state.get("config", {}), self.cfg.to_dict()
         if old.get("model") != new["model"]:
             raise ConfigError(f"{path} was trained with another model section; resume it "

@@ -185,6 +185,16 @@ def test_a_second_stage_starts_from_a_training_checkpoint_with_a_changed_schedul
         assert torch.equal(t3.unet.state_dict()[name], value), name
     assert t3.model_config.diffusion["etas_end"] == 0.9999
 
+    # a finished stage's file cut to its weights starts the next stage, but is no run to
+    # resume
+    state = load_checkpoint(mid)
+    torch.save({k: state[k] for k in ("step", "config", "ema")}, mid)
+    assert torch.equal(next(iter(Trainer(TrainConfig.from_dict(third), show_progress=False)
+                                 .unet.state_dict().values())),
+                       next(iter(state["ema"].values())))
+    with pytest.raises(ConfigError, match="finished stage"):
+        _train(second, resume="auto")
+
     # a model dir is not a checkpoint; a checkpoint must hold a model section
     bad = tmp_path / "bad.pt"
     torch.save({"step": 1, "ema": {}}, bad)
