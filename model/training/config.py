@@ -6,7 +6,7 @@ Sections (see ``configs/demo.yaml`` for a complete, commented example)::
     model:  task, scale, description, unet {...}, diffusion {...} (official names),
             autoencoder {...} | null, autoencoder_checkpoint, init_from (a model dir)
     data:   train [sources], val [sources], gt_size, degradation, rescale_range,
-            hflip, small_images (pad|skip), val_size, val_images
+            hflip, rot90, small_images (pad|skip), val_size, val_images
     train:  steps, batch_size, grad_accum, lr, min_lr, warmup_steps, weight_decay,
             betas, ema_decay, grad_clip, amp (auto|on|off), checkpoint_every,
             keep_checkpoints, checkpoint_file, val_every, log_every, threads,
@@ -47,6 +47,7 @@ class DataSection:
     degradation: Any = "realesrgan"        # a name, or {name: weight} for a mixture
     rescale_range: tuple = (1.0, 1.0)
     hflip: bool = True
+    rot90: bool = False          # also a random quarter-turn: the 8 flips and rotations
     small_images: Literal["pad", "skip"] = "pad"
     val_size: int = 256
     val_images: int = 8

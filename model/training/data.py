@@ -182,6 +182,7 @@ class PairSettings:
     degradation: Degradation
     rescale_range: tuple[float, float] = (1.0, 1.0)
     hflip: bool = True
+    rot90: bool = False
 
 
 class PairSampler:
@@ -203,6 +204,8 @@ class PairSampler:
         gt = random_crop(img, s.gt_size, rng, s.rescale_range)
         if s.hflip and rng.uniform() < 0.5:
             gt = hflip(gt)
+        if s.rot90:
+            gt = np.ascontiguousarray(np.rot90(gt, int(rng.integers(4))))
         lq = s.degradation(gt, rng)
         return gt, lq
 

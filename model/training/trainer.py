@@ -84,7 +84,8 @@ class Trainer:
         self.degradation = degradation
         self.pool = ImagePool(cfg.data.train, cfg.data.gt_size, cfg.data.small_images)
         self.sampler = PairSampler(self.pool, PairSettings(
-            cfg.data.gt_size, degradation, tuple(cfg.data.rescale_range), cfg.data.hflip),
+            cfg.data.gt_size, degradation, tuple(cfg.data.rescale_range), cfg.data.hflip,
+            cfg.data.rot90),
             t.batch_size, cfg.seed)
         self.val_pairs = self._val_pairs() if self.main else []
         self.lpips = self._lpips()

@@ -101,3 +101,27 @@ def test_lpips_loads_user_weights_in_both_layouts(tmp_path):
     assert d.shape == (2,) and (d > 0).all()
     with pytest.raises(CheckpointError, match="lacks"):
         load_lpips(str(tmp_path / "lin.safetensors"))
+
+
+def test_rot90_turns_crops_a_quarter_at_random(tmp_path):
+    """``data.rot90``: each crop is also turned by 0-3 quarter turns, drawn per pair, so
+    a picture that is not symmetric comes in all four orientations."""
+    from PIL import Image
+    img = np.zeros((32, 32, 3), np.uint8)
+    img[:, :8] = 255                                   # a bright band on the left
+    Image.fromarray(img).save(tmp_path / "band.png")
+    pool = ImagePool([str(tmp_path)], 32)
+
+    def sides(rot: bool) -> set:
+        s = PairSampler(pool, PairSettings(32, get_degradation("bicubic"), (1.0, 1.0), False,
+                                           rot90=rot), batch_size=16, seed=3)
+        gt, _ = s.batch(0)
+        found = set()
+        for b in (gt.mean(1) > 0):                      # H x W: where it is bright
+            for name, part in (("left", b[:, :8]), ("top", b[:8]), ("right", b[:, -8:]),
+                               ("bottom", b[-8:])):
+                if bool(part.all()):
+                    found.add(name)
+        return found
+    assert sides(False) == {"left"}
+    assert sides(True) == {"left", "top", "right", "bottom"}
