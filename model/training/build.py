@@ -70,7 +70,6 @@ def build_training_model(section: ModelSection, name: str, seed: int
 def _from_training_checkpoint(section: ModelSection, name: str, seed: int
                               ) -> tuple[ModelConfig, SwinUNet, Optional[VQAutoencoder]]:
     from .checkpoint import load_checkpoint
-    from .config import ModelSection as Section
 
     state = load_checkpoint(section.init_from)
     earlier = dict((state.get("config") or {}).get("model") or {})
@@ -78,10 +77,11 @@ def _from_training_checkpoint(section: ModelSection, name: str, seed: int
         raise ConfigError(f"{section.init_from} is not a training checkpoint of this project "
                           "(no model section or EMA weights)")
     # a stage started from an earlier stage rebuilds that one first (its file must exist)
-    base = Section(**{**earlier,
-                      "diffusion": {**earlier.get("diffusion", {}), **(section.diffusion or {})},
-                      "description": section.description or earlier.get("description", ""),
-                      "task": section.task, "scale": section.scale})
+    base = ModelSection(**{**earlier,
+                           "diffusion": {**earlier.get("diffusion", {}),
+                                         **(section.diffusion or {})},
+                           "description": section.description or earlier.get("description", ""),
+                           "task": section.task, "scale": section.scale})
     cfg, unet, autoencoder = build_training_model(base, name, seed)
     unet.load_state_dict(state["ema"])
     cfg.provenance = {"initialised_from": {"checkpoint": str(section.init_from),
