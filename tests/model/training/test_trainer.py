@@ -237,3 +237,18 @@ def test_relative_l2_weighs_each_pair_by_its_bicubic_error(tmp_path, image_dir):
     recipe["train"]["loss"] = "l1"
     with pytest.raises(ConfigError, match="train.loss"):
         TrainConfig.from_dict(recipe)
+
+
+def test_the_shipped_recipes_load_and_their_stages_chain():
+    """Every recipe under configs/ passes validation, and a stage's init_from names a
+    file of the repository whose stored recipe is the previous stage's."""
+    from model.training.config import load_train_config
+    from tests.helpers.paths import REPO
+    recipes = sorted((REPO / "configs").glob("*.yaml"))
+    assert recipes
+    for path in recipes:
+        cfg = load_train_config(path)
+        start = cfg.model.init_from
+        if start and start.endswith(".pt"):
+            state = load_checkpoint(REPO / start)
+            assert "ema" in state and state["config"]["train"]["checkpoint_file"] == start, path
