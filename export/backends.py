@@ -234,11 +234,9 @@ class TorchBackend:
     def autoencoder(self):
         return getattr(self.restorer, "autoencoder", None)
 
-    def tile_encode(self, image: torch.Tensor) -> torch.Tensor:
-        return self.encode(image)
-
-    def tile_decode(self, z: torch.Tensor, quantize: bool = True) -> torch.Tensor:
-        return self.decode(z, quantize=quantize)
+    # encode and decode run the restorer's own modules: tiles may use them as they are
+    tile_encode = property(lambda self: self.encode)
+    tile_decode = property(lambda self: self.decode)
 
     def describe(self) -> str:
         if self.precision == "fp32":

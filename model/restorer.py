@@ -163,12 +163,10 @@ class Restorer:
             return z
         opts = tiles or TileOptions()
 
-        tile_decode = self._tile_fn("tile_decode")
+        tile_decode = self._tile_fn("tile_decode") or self.autoencoder.decode
 
         def dec(x):
-            if tile_decode is not None:
-                return tile_decode(x, quantize=quantize)
-            return self.autoencoder.decode(x, quantize=quantize)
+            return tile_decode(x, quantize=quantize)
 
         def dec_backend(x):
             return self.backend.decode(x, quantize=quantize)

@@ -27,6 +27,10 @@ from ..config import read_yaml_mapping
 from ..errors import ConfigError
 
 
+# train.loss values and how logs and provenance name them
+LOSS_NAMES = {"l2": "L2", "relative_l2": "relative L2"}
+
+
 @dataclass
 class ModelSection:
     unet: dict = field(default_factory=dict)
@@ -124,8 +128,9 @@ class TrainConfig:
         t, d, m = self.train, self.data, self.model
         if t.steps < 1 or t.batch_size < 1 or t.grad_accum < 1:
             raise ConfigError("train.steps, batch_size and grad_accum must be >= 1")
-        if t.loss not in ("l2", "relative_l2"):
-            raise ConfigError(f"train.loss must be 'l2' or 'relative_l2', got {t.loss!r}")
+        if t.loss not in LOSS_NAMES:
+            raise ConfigError(f"train.loss must be one of {', '.join(LOSS_NAMES)}, "
+                              f"got {t.loss!r}")
         if not 0 <= t.ema_decay < 1:
             raise ConfigError(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
         if not d.train:

@@ -30,7 +30,7 @@ from . import distributed as dist
 from .build import build_training_model
 from .checkpoint import (checkpoint_path, latest_checkpoint, load_checkpoint, rng_state,
                          save_checkpoint, set_rng_state)
-from .config import TrainConfig
+from .config import LOSS_NAMES, TrainConfig
 from .data import ImagePool, PairSampler, PairSettings
 from .ema import EMA
 from .evaluate import EvalPair, degrade_pair, evaluate
@@ -96,7 +96,7 @@ class Trainer:
     # -- set-up pieces ------------------------------------------------------------------
     def _lpips(self):
         weight = self.cfg.train.lpips_weight
-        fit = "relative L2" if self.cfg.train.loss == "relative_l2" else "L2"
+        fit = LOSS_NAMES[self.cfg.train.loss]
         if not self.lpips_weights:
             if self.main:
                 log.info("LPIPS off: no --lpips-weights given, so the loss is %s only "
@@ -315,7 +315,7 @@ class Trainer:
             "steps": self.step,
             "samples_seen": self.step * t.batch_size * t.grad_accum * self.dist.world_size,
             "wall_time_s": round(self.elapsed, 1),
-            "loss": ("relative L2" if t.loss == "relative_l2" else "L2")
+            "loss": LOSS_NAMES[t.loss]
             + (" + %g LPIPS" % t.lpips_weight if self.lpips is not None else ""),
             "weights": f"EMA (decay {t.ema_decay})",
             "hardware": {"device": str(self.device), "ranks": self.dist.world_size,
