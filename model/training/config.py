@@ -133,6 +133,10 @@ class TrainConfig:
                               f"got {t.loss!r}")
         if not 0 <= t.ema_decay < 1:
             raise ConfigError(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
+        for flag in ("hflip", "rot90"):
+            if not isinstance(getattr(d, flag), bool):
+                raise ConfigError(f"data.{flag} must be true or false, got "
+                                  f"{getattr(d, flag)!r}")
         if not d.train:
             raise ConfigError("data.train lists no source (folders, .txt lists or pypi-samples)")
         if m.init_from is None and not (m.unet and m.diffusion):

@@ -118,6 +118,9 @@ def test_recipe_typos_are_errors():
                                "data": {"train": ["x"]}, "train": {"stepz": 3}})
     with pytest.raises(ConfigError, match="data.train"):
         TrainConfig.from_dict({"model": {"unet": {"a": 1}, "diffusion": {"b": 1}}})
+    with pytest.raises(ConfigError, match="data.rot90 must be true or false"):
+        TrainConfig.from_dict({"model": {"unet": {"a": 1}, "diffusion": {"b": 1}},
+                               "data": {"train": ["x"], "rot90": "maybe"}})
 
 
 def test_residual_models_train_and_validate_through_the_adapter(tmp_path, image_dir):
