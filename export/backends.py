@@ -28,9 +28,11 @@ once when a backend for a CUDA restorer is created.
 Graphs are always exported from a float32 CPU copy of the modules
 (``export.store.export_copy``), whatever device the restorer serves on.
 
-The tiled VAE (images larger than one VAE tile) shares GroupNorm statistics across
-tiles through hooks on the torch modules, so it always runs on torch; a backend's
-encoder / decoder runs images that fit one VAE tile (``Restorer._vae``).
+Images larger than one VAE tile run the torch autoencoder band by band or in tiles
+with shared GroupNorm statistics (``Restorer._vae``, docs/tiling.md), both hooks on the
+torch modules, so they always run on torch (a torch backend's ``tile_encode`` /
+``tile_decode``, at its precision); a graph backend's encoder / decoder runs images
+that fit one VAE tile.
 
 DiffIR models take torch or onnxruntime; their onnxruntime backend answers
 ``forward(lq, noise)`` and ``dirformer(lq, ipr)`` instead (``export.diffir_backend``).

@@ -166,3 +166,9 @@ class TileOptions:
     vae_tile: int = 512          # pixels (encode input / decode output)
     vae_overlap: int = 64        # pixels
     max_batch: int = 4
+    # Images larger than one VAE tile run whole, band by band (``model.nets.banded``),
+    # while the full-size activations that keeps fit in ``vae_budget`` bytes; larger
+    # ones are tiled. Their middle attention is local to ``vae_attn_window``-sided
+    # latent windows (the 256 / 512 px crops the released autoencoders were trained on).
+    vae_budget: int = 5 << 29    # bytes (2.5 GiB)
+    vae_attn_window: int = 64    # latent positions

@@ -25,6 +25,7 @@ from .config import ModelConfig, ModelSpec
 from .denoiser import Network, X0Denoiser, module_network
 from .errors import InputImageError
 from .geometry import TileOptions, WorkShape, fitted_tile
+from .nets.banded import supported as banded_supported
 from .sampler import draw_noises, sample as run_sampler
 from .schedule import Schedule, schedule_from_config
 from .stepper import TiledJob, TileWork, run_tiles
@@ -192,6 +193,15 @@ class Restorer:
         only (the tiled pass hooks the torch modules' GroupNorms)."""
         if tiles is None or plan_tiles(x.shape[-2], x.shape[-1], tile_px, 0).single:
             return (whole or fn)(x)
+        banded = self._banded_context(x, scale, tiles, stage)
+        if banded is not None:
+            if progress is not None:
+                progress(stage, 0, 1)
+            with banded:
+                out = fn(x)
+            if progress is not None:
+                progress(stage, 1, 1)
+            return out
         if x.shape[0] > 1:      # statistics are per image: one image at a time
             return torch.cat([self._vae(fn, x[i:i + 1], scale, tiles, tile_px, align, stage,
                                         progress, whole) for i in range(x.shape[0])])
@@ -204,6 +214,19 @@ class Restorer:
             report = (lambda done, total: progress(stage, done, total)) if progress else None
             return tiled_map(fn, x, tile_px, overlap, scale, tiles.max_batch, align,
                              progress=report)
+
+    def _banded_context(self, x: torch.Tensor, scale: float, tiles: TileOptions, stage: str):
+        """``autoencoder.banded(...)`` when a whole-image pass over ``x`` keeps its
+        full-size activations within ``tiles.vae_budget`` (float32 counted), else None."""
+        ae = self.autoencoder
+        if not hasattr(ae, "banded") or not banded_supported(ae):
+            return None
+        kind = "encode" if scale < 1 else "decode"
+        h, w = x.shape[-2:] if kind == "encode" else (int(x.shape[-2] * scale),
+                                                       int(x.shape[-1] * scale))
+        if ae.banded_peak_bytes(kind, h, w, 4, x.shape[0]) > tiles.vae_budget:
+            return None
+        return ae.banded(attn_window=tiles.vae_attn_window)
 
     @contextlib.contextmanager
     def _shared_norm_stats(self, fn, x: torch.Tensor, tile: int, overlap: int, align: int,

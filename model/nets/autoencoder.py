@@ -107,11 +107,17 @@ convolutions; the down-sampling pad stays zero. Every released config uses
 Everything in the forward pass is free of data-dependent Python control flow, so
 ``torch.onnx`` / ``torch.jit.trace`` can trace it (the codebook search is done in a
 single chunk while tracing or exporting).
+
+Inside ``VQAutoencoder.banded()`` the encoder and decoder compute the same forward
+over the whole image layer by layer in row bands (``model.nets.banded``): bounded
+temporaries for large images, exact GroupNorm statistics. Tracing and export always
+take the plain forward.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional, Sequence, Union
+import contextlib
+from typing import Dict, Iterator, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -134,6 +140,7 @@ __all__ = [
     "clean_state_dict",
 ]
 
+from . import banded as _banded
 from .groupnorm_stats import (GN_EPS, GN_GROUPS, GroupNormStats, StatGroupNorm,
                               groupnorm_stats)
 
@@ -345,7 +352,14 @@ class Encoder(nn.Module):
         self.norm_out = StatGroupNorm(block_in)
         self.conv_out = _conv3x3(block_in, 2 * z_channels if double_z else z_channels, padding_mode)
 
+    # Elements per band while ``VQAutoencoder.banded`` is active (None: the plain
+    # forward), and the attention window of that pass (None: global).
+    band_elems: Optional[int] = None
+    band_window: Optional[int] = None
+
     def forward(self, x: Tensor) -> Tensor:
+        if self.band_elems is not None and not _in_export():
+            return _banded.encoder_forward(self, x, self.band_elems, self.band_window)
         h = self.conv_in(x)
         last = len(self.down) - 1
         for i, level in enumerate(self.down):
@@ -395,7 +409,12 @@ class Decoder(nn.Module):
         self.norm_out = StatGroupNorm(block_in)
         self.conv_out = _conv3x3(block_in, out_ch, padding_mode)
 
+    band_elems: Optional[int] = None        # see Encoder.band_elems
+    band_window: Optional[int] = None
+
     def forward(self, z: Tensor) -> Tensor:
+        if self.band_elems is not None and not _in_export():
+            return _banded.decoder_forward(self, z, self.band_elems, self.band_window)
         h = self.mid(self.conv_in(z))
         for i in reversed(range(len(self.up))):
             level = self.up[i]
@@ -544,6 +563,34 @@ class VQAutoencoder(nn.Module):
     def forward(self, x: Tensor, quantize: bool = True) -> Tensor:
         """``decode(encode(x))``: reconstruction of ``x`` (same shape)."""
         return self.decode(self.encode(x), quantize=quantize)
+
+    @contextlib.contextmanager
+    def banded(self, band_elems: int = _banded.BAND_ELEMS,
+               attn_window: Optional[int] = None) -> Iterator[None]:
+        """Run ``encode`` / ``decode`` (and the encoder and decoder modules) on the whole
+        image but band by band (``model.nets.banded``): the modules' exact result in one
+        pass, with about ``banded_peak_bytes`` of full-size activations alive.
+        ``attn_window`` (latent positions per side): attention of larger latents is
+        local to windows of that side instead of global (see ``banded.attn_block``)."""
+        if not _banded.supported(self):
+            raise ValueError("banded passes need zero-padded convolutions (padding_mode "
+                             "'zeros', as in every released config)")
+        mods = (self.encoder, self.decoder)
+        saved = [(m.band_elems, m.band_window) for m in mods]
+        for m in mods:
+            m.band_elems = int(band_elems)
+            m.band_window = None if attn_window is None else int(attn_window)
+        try:
+            yield
+        finally:
+            for m, (e, w) in zip(mods, saved):
+                m.band_elems, m.band_window = e, w
+
+    def banded_peak_bytes(self, kind: str, height: int, width: int, itemsize: int = 4,
+                          batch: int = 1) -> int:
+        """Full-size activations a banded ``kind`` ("encode" / "decode") pass over a
+        ``height x width`` image keeps at once, in bytes (``model.nets.banded.peak_bytes``)."""
+        return _banded.peak_bytes(self, kind, height, width, itemsize, batch)
 
     def groupnorm_stats(self, mode: str = "record", stats: Optional[GroupNormStats] = None, *,
                         into: Optional[GroupNormStats] = None, reduce_batch: bool = False,
