@@ -25,7 +25,12 @@ Steps, each in its own process so that timings and peak memory are clean:
    their peak RSS is read from /proc.
 
 It prints seconds per image, the ratio (authors / project: above 1 means the project is
-faster), peak RSS, and whether 256 -> 1024 completed; ``--json`` keeps everything.
+faster), peak RSS, and whether 256 -> 1024 completed (each large run has
+``--large-timeout`` seconds); with ``--large`` also the project's time per output pixel at
+256 -> 1024 over that at 64 -> 256. ``--json`` keeps everything. The large-image ratio
+alone, from the weights of an earlier run::
+
+    python bench/vs_official.py --project-only --large --work WORK
 """
 
 from __future__ import annotations
@@ -160,13 +165,24 @@ def _peak_rss_mb() -> Optional[float]:
 # -- the driver -------------------------------------------------------------------------------
 def _child(python: str, *args: str, timeout: float) -> dict:
     cmd = [python, str(Path(__file__).resolve()), "--child", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          cwd=str(REPO), env={**os.environ, "OMP_NUM_THREADS": args[-1]
-                                              if args and args[-1].isdigit() else "2"})
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              cwd=str(REPO), env={**os.environ, "OMP_NUM_THREADS": args[-1]
+                                                  if args and args[-1].isdigit() else "2"})
+    except subprocess.TimeoutExpired:
+        return {"failed": True, "error": f"did not finish within {timeout:.0f} s", "log": ""}
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout)[-3000:]
-        return {"failed": True, "error": tail.strip().splitlines()[-1] if tail.strip() else
-                f"exit {proc.returncode}", "log": tail}
+        lines = tail.strip().splitlines()
+        errors = [line for line in lines if "Error" in line or "error:" in line]
+        if proc.returncode < 0:
+            # no traceback: a signal; SIGKILL is what the out-of-memory killer sends
+            error = f"killed by signal {-proc.returncode}" + (
+                " (out of memory?)" if proc.returncode == -9 else "")
+        else:
+            error = errors[-1] if errors else (lines[-1] if lines else
+                                               f"exit {proc.returncode}")
+        return {"failed": True, "error": error, "returncode": proc.returncode, "log": tail}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -204,7 +220,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--official", required=True, type=Path, help="a ResShift checkout")
+    p.add_argument("--official", type=Path, help="a ResShift checkout (needed unless "
+                   "--project-only)")
     p.add_argument("--official-python", default=sys.executable,
                    help="a Python with the authors' inference dependencies")
     p.add_argument("--threads", type=int, default=2)
@@ -212,16 +229,30 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--backend", default="auto", help="the project's backend (default: auto)")
     p.add_argument("--precision", default="auto", help="the project's precision (auto)")
     p.add_argument("--large", action="store_true", help="also 256x256 -> 1024x1024")
+    p.add_argument("--large-repeats", type=int, default=1,
+                   help="timed runs at 256 -> 1024 after the warm-up (default 1)")
+    p.add_argument("--large-timeout", type=float, default=1800,
+                   help="seconds before a 256 -> 1024 run counts as not completed")
+    p.add_argument("--project-only", action="store_true",
+                   help="run only the project (no checkout needed): the large-image "
+                        "ratio with --large")
     p.add_argument("--work", type=Path, help="keep weights and images here")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
-    if not (args.official / CONFIG).is_file():
+    if args.project_only:
+        args.official = None
+    elif args.official is None:
+        raise SystemExit("--official PATH (a ResShift checkout) is needed, or --project-only")
+    elif not (args.official / CONFIG).is_file():
         raise SystemExit(f"{args.official} is not a ResShift checkout (no {CONFIG})")
     work = args.work or Path(tempfile.mkdtemp(prefix="vs_official_"))
     work.mkdir(parents=True, exist_ok=True)
     weights = work / "weights"
     weights.mkdir(exist_ok=True)
     if not (weights / "unet.pth").is_file():
+        if args.official is None:
+            raise SystemExit(f"no weights in {weights}: the authors' code builds them; run "
+                             f"once with --official, or point --work at an earlier run's")
         made = _child(args.official_python, "weights", str(args.official), str(weights),
                       timeout=1800)
         if made.get("failed"):
@@ -239,20 +270,36 @@ def main(argv: Optional[list[str]] = None) -> int:
         image = work / f"lq{side}.png"
         make_image(side, image)
         t = str(args.threads)
-        official = _child(args.official_python, "official", str(args.official), str(weights),
-                          str(image), str(args.repeats), t, timeout=7200)
-        project = _child(sys.executable, "project", str(model_dir), str(image),
-                         str(args.repeats), args.backend, args.precision, t, timeout=7200)
-        row = {"official": official, "project": project}
+        repeats = str(args.repeats if side == 64 else args.large_repeats)
+        timeout = 7200 if side == 64 else args.large_timeout
+        row = {}
+        if args.official is not None:
+            row["official"] = _child(args.official_python, "official", str(args.official),
+                                     str(weights), str(image), repeats, t, timeout=timeout)
+        row["project"] = _child(sys.executable, "project", str(model_dir), str(image),
+                                repeats, args.backend, args.precision, t, timeout=timeout)
+        official, project = row.get("official", {"failed": True, "error": "not run"}), \
+            row["project"]
         if not official.get("failed") and not project.get("failed"):
             row["ratio"] = official["median_s"] / project["median_s"]
         results["sizes"][side] = row
-        print(f"{side}->{side * 4}: authors {_fmt(official)}  project {_fmt(project)}"
+        print(f"{side}->{side * 4}: "
+              + (f"authors {_fmt(official)}  " if args.official is not None else "")
+              + f"project {_fmt(project)}"
               + (f"  ratio {row['ratio']:.2f}x" if "ratio" in row else ""), flush=True)
-    if args.large and "ratio" not in results["sizes"][256]:
-        print("256->1024: " + ", ".join(
-            f"{who} {'failed: ' + r['error'] if r.get('failed') else 'completed'}"
-            for who, r in results["sizes"][256].items() if who != "ratio"))
+    if args.large:
+        large = results["sizes"][256]
+        if "ratio" not in large:
+            print("256->1024: " + ", ".join(
+                f"{who} {'failed: ' + r['error'] if r.get('failed') else 'completed'}"
+                for who, r in large.items() if who in ("official", "project")))
+        small, big = results["sizes"][64]["project"], large["project"]
+        if not small.get("failed") and not big.get("failed"):
+            # seconds per output pixel at 1024x1024 over those at 256x256 (16x the pixels)
+            per_pixel = big["median_s"] / 16 / small["median_s"]
+            results["large_cost_per_pixel"] = per_pixel
+            print(f"project, 256->1024 against 64->256: {per_pixel:.2f}x the time per output "
+                  f"pixel, peak RSS {big['peak_rss_mb']:.0f} MB", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1))
