@@ -17,8 +17,9 @@ one sampler and the restorer's pre/post-processing stay the same for every backe
                 the restorer's CUDA device, ``export.trt_runtime``); without a TensorRT
                 module or a CUDA GPU, ``BackendUnavailable`` saying what is missing.
 ``auto``        the fastest usable one (``export.families.choose_backend``: on the CPU
-                onnxruntime, with the decoder on torch bf16 on a bf16 CPU,
-                :class:`SplitBackend`; measured in docs/benchmarks.md).
+                onnxruntime, with the autoencoder on torch on a bf16 CPU (float32
+                encoder in row bands, bf16 decoder), :class:`SplitBackend`; measured
+                in docs/benchmarks.md).
 
 Precision (:data:`PRECISIONS`, :func:`resolve_precision`) is what the torch-run
 networks use: ``auto`` is fp16 on CUDA, bf16 on CPUs with AMX-BF16 / AVX512-BF16, fp32
@@ -40,6 +41,7 @@ DiffIR models take torch or onnxruntime; their onnxruntime backend answers
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Callable, Optional, Protocol
@@ -47,6 +49,7 @@ from typing import Callable, Optional, Protocol
 import torch
 
 from model.denoiser import Network
+from model.nets.banded import supported as banded_supported
 
 from .errors import BackendUnavailable, ExportError
 from .ort import CUDA_EP, OnnxUNet
@@ -208,9 +211,22 @@ class TorchBackend:
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         ae = self.restorer.autoencoder
         if not self.bf16_encoder:
-            return ae.encode(image)
+            with self._cpu_bands(ae):
+                return ae.encode(image)
         with self._autocast():
             return ae.encode(self._cl(image)).float().contiguous()
+
+    def _cpu_bands(self, ae):
+        """On the CPU the float32 encoder runs in row bands (``model.nets.banded``) at
+        every size: the modules' result to ~1e-6, and faster, since a band stays in
+        cache from normalisation to convolution (256x256: 2.0 vs 2.3 s for the module
+        and 2.6 s for onnxruntime, docs/benchmarks.md). Not for the bf16 decoder (its
+        channels-last module is faster whole) nor on CUDA (many small kernels). Inside
+        the restorer's own banded pass (large images) that pass's settings stay."""
+        if (self.restorer.device.type != "cpu" or not hasattr(ae, "banded")
+                or ae.encoder.band_elems is not None or not banded_supported(ae)):
+            return contextlib.nullcontext()
+        return ae.banded()
 
     def decode(self, z: torch.Tensor, quantize: bool = True) -> torch.Tensor:
         ae = self.restorer.autoencoder
@@ -294,21 +310,20 @@ class OnnxRuntimeBackend(OrtSessions):
             return per_shape[(h, w)](x, t, lq, mask)
         return run
 
-    def prepare(self, latent_tiles: "list[tuple[int, int]]", decoder: bool = True
+    def prepare(self, latent_tiles: "list[tuple[int, int]]", vae: bool = True
                 ) -> list[str]:
         """Export (when missing), check and open the graphs for these UNet tile shapes and
-        the autoencoder, now rather than on a request. Returns what was opened."""
+        (with ``vae``) the autoencoder, now rather than on a request. Returns what was
+        opened."""
         opened = []
         for h, w in latent_tiles:
             self._session(f"unet{h}x{w}", lambda h=h, w=w: self.store.unet(h, w),
                           fixed_shape=True)
             opened.append(f"unet {h}x{w}")
-        if getattr(self.restorer, "latent", False):
+        if vae and getattr(self.restorer, "latent", False):
             self._session("encoder", self.store.encoder)
-            opened.append("vae_encoder")
-            if decoder:
-                self._session("decoder", self.store.decoder)
-                opened.append("vae_decoder")
+            self._session("decoder", self.store.decoder)
+            opened += ["vae_encoder", "vae_decoder"]
         return opened
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
@@ -327,9 +342,11 @@ class OnnxRuntimeBackend(OrtSessions):
 
 
 class SplitBackend:
-    """The UNet and encoder on one backend, the decoder on another: on a bf16 CPU the
-    fastest mix within 40 dB of float32 (onnxruntime float32 upstream of the codebook,
-    torch bf16 decoder after it; see ``export.families.choose_backend``)."""
+    """The UNet on one backend, the autoencoder on another: on a bf16 CPU the fastest
+    mix within 40 dB of float32 (onnxruntime float32 UNet; the torch encoder in float32,
+    in row bands, and the torch bf16 decoder after the codebook lookup; see
+    ``export.families.choose_backend``). ``decoder`` is the torch backend that runs both
+    autoencoder halves (the name is kept from when only the decoder ran there)."""
 
     name = "split"
 
@@ -340,7 +357,7 @@ class SplitBackend:
         return self.upstream.unet_fn()
 
     def prepare(self, latent_tiles: "list[tuple[int, int]]") -> list[str]:
-        return self.upstream.prepare(latent_tiles, decoder=False)   # decodes on torch
+        return self.upstream.prepare(latent_tiles, vae=False)   # the VAE runs on torch
 
     @property
     def on_fallback(self):
@@ -352,7 +369,7 @@ class SplitBackend:
             self.decoder.on_fallback = fn
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
-        return self.upstream.encode(image)
+        return self.decoder.encode(image)
 
     def decode(self, z: torch.Tensor, quantize: bool = True) -> torch.Tensor:
         return self.decoder.decode(z, quantize=quantize)
@@ -362,12 +379,16 @@ class SplitBackend:
         return getattr(self.decoder, "autoencoder", None)
 
     @property
+    def tile_encode(self):
+        return getattr(self.decoder, "tile_encode", None)
+
+    @property
     def tile_decode(self):
         return getattr(self.decoder, "tile_decode", None)
 
     def describe(self) -> str:
-        return (f"UNet and encoder: {self.upstream.describe()}; "
-                f"decoder: {self.decoder.describe()}")
+        return (f"UNet: {self.upstream.describe()}; "
+                f"encoder and decoder: {self.decoder.describe()}")
 
 
 class TensorRTBackend:

@@ -90,7 +90,7 @@ class TorchFallback:
         return self._guarded("decoder", lambda: self.inner.decode(z, quantize),
                              lambda: self.torch.decode(z, quantize))
 
-    def prepare(self, latent_tiles, decoder: bool = True) -> list[str]:
+    def prepare(self, latent_tiles, vae: bool = True) -> list[str]:
         """Export and check the graphs (``inner.store``), then let ``inner`` open the
         sessions of those that passed. Returns what was opened; failed parts are listed
         as running on torch."""
@@ -98,10 +98,8 @@ class TorchFallback:
         latent = bool(getattr(self.inner.restorer, "latent", False))
         checks = [("unet", lambda h=h, w=w: store.unet(int(h), int(w)))
                   for h, w in latent_tiles]
-        if latent:
-            checks.append(("encoder", store.encoder))
-            if decoder:
-                checks.append(("decoder", store.decoder))
+        if latent and vae:
+            checks += [("encoder", store.encoder), ("decoder", store.decoder)]
         for part, check in checks:
             if part not in self.failed:
                 try:
@@ -109,12 +107,11 @@ class TorchFallback:
                 except ExportCheckError as exc:
                     self._fail(part, exc)
         opened: list[str] = []
-        if not (latent and "encoder" in self.failed):
-            # the inner backend always opens the encoder of a latent model; without a
-            # usable encoder graph its other sessions open on first use instead
+        if not (latent and vae and "encoder" in self.failed):
+            # the inner backend opens the encoder of a latent model with its VAE; without
+            # a usable encoder graph its other sessions open on first use instead
             tiles = [] if "unet" in self.failed else list(latent_tiles)
-            opened = list(self.inner.prepare(tiles, decoder=decoder and
-                                             "decoder" not in self.failed))
+            opened = list(self.inner.prepare(tiles, vae=vae and "decoder" not in self.failed))
         return opened + [f"{part} on torch" for part in self.failed]
 
     def describe(self) -> str:

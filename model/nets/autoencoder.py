@@ -358,7 +358,10 @@ class Encoder(nn.Module):
     band_window: Optional[int] = None
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.band_elems is not None and not _in_export():
+        # banded unless exporting, or while GroupNorm statistics hooks are set (the
+        # tiled pass records / imposes statistics through the modules' own GroupNorms)
+        if self.band_elems is not None and self.norm_out._stats_ctl is None \
+                and not _in_export():
             return _banded.encoder_forward(self, x, self.band_elems, self.band_window)
         h = self.conv_in(x)
         last = len(self.down) - 1
@@ -413,7 +416,8 @@ class Decoder(nn.Module):
     band_window: Optional[int] = None
 
     def forward(self, z: Tensor) -> Tensor:
-        if self.band_elems is not None and not _in_export():
+        if self.band_elems is not None and self.norm_out._stats_ctl is None \
+                and not _in_export():                   # see Encoder.forward
             return _banded.decoder_forward(self, z, self.band_elems, self.band_window)
         h = self.mid(self.conv_in(z))
         for i in reversed(range(len(self.up))):

@@ -238,7 +238,7 @@ def test_tiled_vae_passes_run_at_the_torch_backends_precision(small_restorer):
 
     from model.restorer import TileOptions, to_model_range, to_uint8
     from tests.helpers.images import photo
-    tiles = TileOptions(vae_tile=128, vae_overlap=32)
+    tiles = TileOptions(vae_tile=128, vae_overlap=32, vae_budget=0)    # tiles, not bands
     lq = to_model_range(photo(96, 96, seed=3), "cpu")
     z = small_restorer.encode_lq(lq)
     fp32 = to_uint8(small_restorer.decode(z, tiles))
@@ -256,3 +256,11 @@ def test_tiled_vae_passes_run_at_the_torch_backends_precision(small_restorer):
 
     other = TorchBackend(copy.deepcopy(small_restorer), "bf16")
     np.testing.assert_array_equal(to_uint8(small_restorer.using(other).decode(z, tiles)), fp32)
+
+    # within the memory budget the same image runs whole in row bands: one call, bf16
+    bands = TileOptions(vae_tile=128, vae_attn_window=96)
+    calls.clear()
+    banded = to_uint8(small_restorer.using(bf16).decode(z, bands))
+    whole = to_uint8(small_restorer.decode(z))
+    assert calls == [tuple(z.shape)]
+    assert not np.array_equal(banded, whole) and psnr(banded, whole) > 35.0

@@ -59,6 +59,19 @@ def test_banded_context_is_left_on_exit_and_on_error():
     assert ae.encoder.band_elems is None and ae.decoder.band_elems is None
 
 
+@torch.no_grad()
+def test_statistics_hooks_take_precedence_over_bands():
+    # the tiled pass records and imposes statistics through the GroupNorm modules; a
+    # banded context around a tile (a torch backend's CPU encoder) must not bypass them
+    ae = _ae()
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with ae.groupnorm_stats("record") as plain:
+        ae.encoder(x)
+    with ae.groupnorm_stats("record") as inside, ae.banded():
+        ae.encoder(x)
+    assert len(plain.names()) > 0 and plain.names() == inside.names()
+
+
 def test_banded_passes_refuse_other_padding_modes():
     ae = _ae(padding_mode="reflect")
     assert not banded.supported(ae)
