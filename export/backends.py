@@ -17,9 +17,10 @@ one sampler and the restorer's pre/post-processing stay the same for every backe
                 the restorer's CUDA device, ``export.trt_runtime``); without a TensorRT
                 module or a CUDA GPU, ``BackendUnavailable`` saying what is missing.
 ``auto``        the fastest usable one (``export.families.choose_backend``: on the CPU
-                onnxruntime, with the autoencoder on torch on a bf16 CPU (float32
-                encoder in row bands, bf16 decoder), :class:`SplitBackend`; measured
-                in docs/benchmarks.md).
+                onnxruntime for the UNet and the torch autoencoder in row bands
+                (float32; the decoder bf16 on a bf16 CPU), :class:`SplitBackend`;
+                onnxruntime alone for pixel-space models; measured in
+                docs/benchmarks.md).
 
 Precision (:data:`PRECISIONS`, :func:`resolve_precision`) is what the torch-run
 networks use: ``auto`` is fp16 on CUDA, bf16 on CPUs with AMX-BF16 / AVX512-BF16, fp32
@@ -217,12 +218,15 @@ class TorchBackend:
             return ae.encode(self._cl(image)).float().contiguous()
 
     def _cpu_bands(self, ae):
-        """On the CPU the float32 encoder runs in row bands (``model.nets.banded``) at
-        every size: the modules' result to ~1e-6, and faster, since a band stays in
-        cache from normalisation to convolution (256x256: 2.0 vs 2.3 s for the module
-        and 2.6 s for onnxruntime, docs/benchmarks.md). Not for the bf16 decoder (its
-        channels-last module is faster whole) nor on CUDA (many small kernels). Inside
-        the restorer's own banded pass (large images) that pass's settings stay."""
+        """On the CPU the float32 encoder and decoder run in row bands
+        (``model.nets.banded``) at every size: the modules' result to ~1e-6, and faster,
+        since a band stays in cache from normalisation to convolution and the
+        upsampling convolutions take 2.25x fewer FLOPs (256x256 output: encoder 2.0 s
+        against 2.3 s for the module and 2.6 s for onnxruntime, decoder 3.7 s against
+        4.5 and 5.0 s; docs/benchmarks.md). Not for the bf16 decoder (its channels-last
+        module is faster whole below one VAE tile) nor on CUDA (many small kernels).
+        Inside the restorer's own banded pass (large images) that pass's settings
+        stay."""
         if (self.restorer.device.type != "cpu" or not hasattr(ae, "banded")
                 or ae.encoder.band_elems is not None or not banded_supported(ae)):
             return contextlib.nullcontext()
@@ -231,7 +235,8 @@ class TorchBackend:
     def decode(self, z: torch.Tensor, quantize: bool = True) -> torch.Tensor:
         ae = self.restorer.autoencoder
         if not self.bf16_decoder:
-            return ae.decode(z, quantize=quantize)
+            with self._cpu_bands(ae):
+                return ae.decode(z, quantize=quantize)
         if quantize:                # the codebook lookup stays float32, outside autocast
             z = ae.quantize(z.float())
         with self._autocast():
@@ -342,16 +347,17 @@ class OnnxRuntimeBackend(OrtSessions):
 
 
 class SplitBackend:
-    """The UNet on one backend, the autoencoder on another: on a bf16 CPU the fastest
-    mix within 40 dB of float32 (onnxruntime float32 UNet; the torch encoder in float32,
-    in row bands, and the torch bf16 decoder after the codebook lookup; see
-    ``export.families.choose_backend``). ``decoder`` is the torch backend that runs both
-    autoencoder halves (the name is kept from when only the decoder ran there)."""
+    """The UNet on one backend, the autoencoder on another: on the CPU the fastest mix
+    within 40 dB of float32 (onnxruntime float32 UNet; the torch autoencoder in row
+    bands, float32, with the decoder in bf16 after the codebook lookup on a bf16 CPU;
+    see ``export.families.choose_backend``). ``decoder`` is the torch backend that runs
+    both autoencoder halves (the name is kept from when only the decoder ran there)."""
 
     name = "split"
 
     def __init__(self, upstream: Backend, decoder: Backend):
         self.upstream, self.decoder = upstream, decoder
+        self.precision = getattr(decoder, "precision", "fp32")     # the autoencoder's
 
     def unet_fn(self) -> Network:
         return self.upstream.unet_fn()

@@ -176,9 +176,10 @@ def create_backend(name: str, restorer, model_dir: str | Path | None = None,
 def _choose_resshift(restorer: Restorer, precision: str) -> tuple[str, str]:
     """tensorrt when usable, else onnxruntime (with the CUDA provider when the restorer
     is on a GPU and onnxruntime has it), else torch. On the CPU onnxruntime float32 beat
-    torch float32 eager, and with bf16 (a CPU with AMX / AVX512-BF16) onnxruntime's
-    encoder and UNet with torch's bf16 decoder were the fastest mix within 40 dB of
-    float32."""
+    torch float32 eager, but for the VQGAN of latent models the torch modules in row
+    bands beat onnxruntime (``model.nets.banded``): there ``split`` runs the UNet on
+    onnxruntime and the autoencoder on torch (float32; on a bf16 CPU the decoder in
+    bf16, the fastest mix within 40 dB of float32)."""
     try:
         providers = ort_providers(restorer.device)
     except BackendUnavailable:
@@ -186,10 +187,12 @@ def _choose_resshift(restorer: Restorer, precision: str) -> tuple[str, str]:
     has_onnx = importlib.util.find_spec("onnx") is not None
     if restorer.device.type != "cuda":
         if providers and has_onnx:
-            if precision.startswith("bf16") and restorer.latent:
-                return "onnxruntime", ("on a bf16 CPU onnxruntime float32 encoder and UNet "
-                                       "with the torch bf16 decoder are the fastest mix "
-                                       "within 40 dB of float32 (measured)")
+            if restorer.latent:
+                decoder = "bf16" if precision.startswith("bf16") else "float32"
+                return "split", (f"on the CPU the onnxruntime float32 UNet with the torch "
+                                 f"autoencoder in row bands (float32 encoder, {decoder} "
+                                 f"decoder) is the fastest mix within 40 dB of float32 "
+                                 f"(measured)")
             return "onnxruntime", ("on the CPU onnxruntime float32 runs these models about "
                                    "1.5-2x faster than torch float32 (measured)")
         return "torch", f"on the CPU without onnxruntime and onnx ({ORT_INSTALL})"
@@ -209,12 +212,14 @@ def _create_resshift(name: str, restorer: Restorer, model_dir, tile, cache, prec
                      tf32: bool, max_batch: Optional[int]) -> Backend:
     if name == "torch":
         return TorchBackend(restorer, precision)
-    if name == "onnxruntime":
+    if name in ("onnxruntime", "split"):
         ort = OnnxRuntimeBackend(restorer, model_dir, cache=cache, tf32=tf32)
         # a graph failing its export check runs on torch, logged once (export.fallback)
         ort = TorchFallback(ort, restorer, precision)
-        if precision.startswith("bf16") and restorer.latent:
-            return SplitBackend(ort, TorchBackend(restorer, "bf16"))
+        if restorer.latent and (name == "split" or precision.startswith("bf16")):
+            # auto's CPU mix; an explicit onnxruntime with bf16 decodes on torch bf16
+            vae_precision = precision if name == "split" else "bf16"
+            return SplitBackend(ort, TorchBackend(restorer, vae_precision))
         return ort
     engine_batch = {} if max_batch is None else {"max_batch": int(max_batch)}
     return TensorRTBackend(restorer, model_dir, tile, cache=cache, **engine_batch)
@@ -225,7 +230,8 @@ def _(restorer: Restorer) -> FamilyBackends:
     return RESSHIFT_BACKENDS
 
 
-RESSHIFT_BACKENDS = FamilyBackends(("torch", "onnxruntime", "tensorrt"), True,
+# "split" is auto's CPU choice for latent models (not a --backend value)
+RESSHIFT_BACKENDS = FamilyBackends(("torch", "onnxruntime", "tensorrt", "split"), True,
                                    _choose_resshift, _create_resshift)
 
 

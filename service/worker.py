@@ -565,8 +565,8 @@ def _size_bucket(pixels: int) -> int:
 def _backend_labels(backend) -> tuple[str, str]:
     """(backend, precision) as /v1/models and resshift_model_info show them."""
     precision = getattr(backend, "precision", None)
-    if backend.name == "split":          # onnxruntime float32 + a torch bf16 decoder
-        precision = "float32+bfloat16-decoder"
+    if backend.name == "split" and precision not in (None, "fp32"):
+        precision = "float32+bfloat16-decoder"      # onnxruntime UNet, torch bf16 decoder
     elif precision in (None, "fp32"):
         precision = "float32"
     elif precision.startswith("bf16"):

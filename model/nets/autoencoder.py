@@ -110,8 +110,8 @@ single chunk while tracing or exporting).
 
 Inside ``VQAutoencoder.banded()`` the encoder and decoder compute the same forward
 over the whole image layer by layer in row bands (``model.nets.banded``): bounded
-temporaries for large images, exact GroupNorm statistics. Tracing and export always
-take the plain forward.
+temporaries for large images, exact GroupNorm statistics. It is for inference:
+with gradients enabled, and for tracing and export, the plain forward runs.
 """
 
 from __future__ import annotations
@@ -358,10 +358,11 @@ class Encoder(nn.Module):
     band_window: Optional[int] = None
 
     def forward(self, x: Tensor) -> Tensor:
-        # banded unless exporting, or while GroupNorm statistics hooks are set (the
-        # tiled pass records / imposes statistics through the modules' own GroupNorms)
+        # banded unless exporting, recording gradients (bands write in place), or while
+        # GroupNorm statistics hooks are set (the tiled pass records / imposes
+        # statistics through the modules' own GroupNorms)
         if self.band_elems is not None and self.norm_out._stats_ctl is None \
-                and not _in_export():
+                and not torch.is_grad_enabled() and not _in_export():
             return _banded.encoder_forward(self, x, self.band_elems, self.band_window)
         h = self.conv_in(x)
         last = len(self.down) - 1
@@ -417,7 +418,7 @@ class Decoder(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         if self.band_elems is not None and self.norm_out._stats_ctl is None \
-                and not _in_export():                   # see Encoder.forward
+                and not torch.is_grad_enabled() and not _in_export():   # see Encoder
             return _banded.decoder_forward(self, z, self.band_elems, self.band_window)
         h = self.mid(self.conv_in(z))
         for i in reversed(range(len(self.up))):

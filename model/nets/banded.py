@@ -89,8 +89,15 @@ def _activated_rows(gn, stats, x: Tensor, a: int, b: int) -> Tensor:
     rstd = torch.rsqrt(var + gn.eps)
     scale = (gn.weight.float().view(1, g, c // g) * rstd[..., None]).reshape(nb, c, 1, 1)
     centre = mean[..., None].expand(nb, g, c // g).reshape(nb, c, 1, 1)
-    t = rows.float() - centre if rows.dtype == torch.float32 else rows.float().sub_(centre)
-    torch.addcmul(gn.bias.float().reshape(1, c, 1, 1), t, scale, out=t)
+    shift = gn.bias.float().reshape(1, c, 1, 1)
+    if rows.dtype == torch.float32:
+        t = rows - centre
+        torch.addcmul(shift, t, scale, out=t)
+    else:
+        # half-precision input: one pass from it to the float32 result, scaling first
+        # (x * scale + (bias - mean * scale)); the float32 rounding this adds is far
+        # below the input's own (2^-8 relative for bfloat16)
+        t = torch.addcmul(shift - centre * scale, rows, scale)
     return F.silu(t, inplace=True)
 
 
@@ -289,21 +296,55 @@ def downsample(ds, x: Tensor, elems: int = BAND_ELEMS, groups: Optional[int] = N
     return out.result()
 
 
+def _phase_kernels(conv: nn.Conv2d) -> tuple[Tensor, Tensor]:
+    """A 3x3 convolution after nearest x2 upsampling, as four 2x2 convolutions of the
+    input (one per output phase), stacked along the output channels in the order
+    (row phase, column phase) -> (weight ``4*Cout x Cin x 2 x 2``, bias ``4*Cout``).
+
+    Output row 2i reads upsampled rows 2i-1, 2i, 2i+1, i.e. input rows i-1, i, i: taps
+    (w0, w1 + w2) on (i-1, i); output row 2i+1 reads input rows i, i, i+1: taps
+    (w0 + w1, w2) on (i, i+1). Same for columns. 16 multiply-adds per input position
+    and channel pair instead of 36: the same result in 2.25x fewer FLOPs. Cached on
+    the module until its weight changes."""
+    w, bias = conv.weight, conv.bias
+    key = (w._version, w.data_ptr(), w.dtype)
+    cached = getattr(conv, "_banded_phases", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+
+    def fold(t: Tensor, dim: int) -> tuple[Tensor, Tensor]:
+        a, b, c = t.unbind(dim)
+        return torch.stack([a, b + c], dim), torch.stack([a + b, c], dim)
+    kernels = [k for rows in fold(w.detach(), 2) for k in fold(rows, 3)]
+    out_bias = bias.detach().repeat(4) if bias is not None else None
+    value = (torch.cat(kernels, 0), out_bias)
+    conv._banded_phases = (key, value)
+    return value
+
+
 def upsample(us, x: Tensor, elems: int = BAND_ELEMS, groups: Optional[int] = None):
-    """``us(x)``: nearest-neighbour x2, then a 3x3 conv, for bands of output rows;
-    each band upsamples only the input rows it reads. Returns the output and its
-    moments."""
+    """``us(x)``: nearest-neighbour x2, then a 3x3 conv, for bands of output rows,
+    computed as the four 2x2 phase convolutions of the input (:func:`_phase_kernels`)
+    with no upsampled copy. Returns the output and its moments."""
     h, w = x.shape[2], x.shape[3]
     if not us.with_conv:
         return us(x), None
-    ho, wo = 2 * h, 2 * w
-    out = _Out(x, us.conv.out_channels, ho, wo, groups=groups)
-    rows = max(2, band_rows(us.conv.in_channels, wo, elems) // 2 * 2)
-    for r0, r1 in _bands(ho, rows):
-        a, b, top, bottom = _halo(r0, r1, ho)          # rows of the upsampled map
-        src = x[:, :, a // 2:(b + 1) // 2]
-        up = F.interpolate(src, scale_factor=2.0, mode="nearest")[:, :, a - 2 * (a // 2):][:, :, :b - a]
-        out.write(r0, r1, _conv(us.conv, up, top, bottom))
+    cout = us.conv.out_channels
+    weight, bias = _phase_kernels(us.conv)
+    out = _Out(x, cout, 2 * h, 2 * w, groups=groups)
+    # input rows per band: its 4*Cout phase outputs are the band's largest temporary
+    rows = max(1, band_rows(4 * cout, w, elems))
+    for i0, i1 in _bands(h, rows):
+        n = i1 - i0
+        a, b = max(0, i0 - 1), min(h, i1 + 1)
+        # input rows i0-1 .. i1 with the zero border, and a zero column on each side
+        src = F.pad(x[:, :, a:b], (1, 1, int(i0 == 0), int(i1 == h)))
+        y = F.conv2d(src, weight, bias)                 # B x 4*Cout x (n+1) x (w+1)
+        band = torch.empty((x.shape[0], cout, 2 * n, 2 * w), dtype=y.dtype, device=y.device,
+                           memory_format=out.format)
+        for p, (py, px) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+            band[:, :, py::2, px::2] = y[:, p * cout:(p + 1) * cout, py:py + n, px:px + w]
+        out.write(2 * i0, 2 * i1, band)
     return out.result()
 
 

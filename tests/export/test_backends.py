@@ -90,6 +90,38 @@ def test_onnxruntime_encoder_and_decoder_of_a_latent_model(small_restorer, small
     assert arena and all(arena.values()), arena
 
 
+def test_auto_runs_a_latent_models_autoencoder_on_torch_in_bands(small_restorer, tmp_path,
+                                                                 monkeypatch):
+    from export import backends
+    from export.backends import SplitBackend
+    from model.restorer import TileOptions, to_model_range, to_uint8
+    from tests.helpers.images import photo
+    monkeypatch.setattr(backends, "cpu_flags", lambda: set())          # a CPU without bf16
+    backend = create_backend("auto", small_restorer, cache=tmp_path)
+    assert choose_backend(small_restorer)[0] == backend.name == "split"
+    assert isinstance(backend, SplitBackend) and backend.precision == "fp32"
+    assert backend.upstream.inner.name == "onnxruntime"
+    assert backend.prepare([(64, 64)]) == ["unet 64x64"]        # no VAE graphs opened
+    # the float32 torch autoencoder, in bands: the modules' result to ~1e-6
+    image = to_model_range(photo(64, 64, seed=1), "cpu")
+    ae = small_restorer.autoencoder
+    seen = []
+    forward = ae.encoder.forward
+    ae.encoder.forward = lambda x: seen.append(ae.encoder.band_elems) or forward(x)
+    try:
+        with torch.no_grad():
+            z = backend.encode(image)
+    finally:
+        del ae.encoder.forward
+    assert seen and seen[0] is not None and ae.encoder.band_elems is None
+    with torch.no_grad():
+        assert float((z - ae.encode(image)).abs().max()) < 1e-4
+    out = to_uint8(small_restorer.using(backend).decode(z, TileOptions()))
+    assert psnr(out, to_uint8(small_restorer.decode(z))) > 60.0
+    # explicitly asked for, onnxruntime runs every graph
+    assert create_backend("onnxruntime", small_restorer, cache=tmp_path).name == "onnxruntime"
+
+
 def test_auto_on_this_cpu(demo_restorer, cache, caplog):
     with caplog.at_level(logging.INFO, logger="resshift.export"):
         backend = create_backend("auto", demo_restorer)

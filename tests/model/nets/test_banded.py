@@ -72,6 +72,15 @@ def test_statistics_hooks_take_precedence_over_bands():
     assert len(plain.names()) > 0 and plain.names() == inside.names()
 
 
+def test_with_gradients_the_plain_forward_runs():
+    ae = _ae()
+    x = torch.rand(1, 3, 16, 16, requires_grad=True)
+    with ae.banded():
+        z = ae.encoder(x)
+    z.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
 def test_banded_passes_refuse_other_padding_modes():
     ae = _ae(padding_mode="reflect")
     assert not banded.supported(ae)
