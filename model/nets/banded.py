@@ -13,8 +13,10 @@ just those rows (two halo rows of cheap element-wise work), convolves them and w
 its rows of the output, adding the band's sums to the output's GroupNorm moments
 (:class:`Moments`) while it is in cache, so the next layer needs no statistics pass.
 What stays alive is a block's input and its intermediate (and its output when the
-width changes); the band temporaries are a few MB. The FLOPs are the module's: nothing
-is computed twice but the halo rows' normalisation. Outputs keep the input's memory
+width grows; otherwise the output overwrites the input, :func:`resnet_block`); the band
+temporaries are a few MB. The FLOPs are the module's, less those of the upsampling
+convolutions (:func:`_phase_kernels`): nothing is computed twice but the halo rows'
+normalisation. Outputs keep the input's memory
 format (channels-last for the bf16 decoder).
 
 The middle attention is global, as in the module, up to ``window`` positions a side;
@@ -209,25 +211,40 @@ def norm_conv(gn, conv: nn.Conv2d, x: Tensor, stats, elems: int = BAND_ELEMS) ->
 
 def resnet_block(blk, x: Tensor, stats, owned: bool, elems: int = BAND_ELEMS):
     """``blk(x)`` (a ``ResnetBlock``) and its output's moments; ``stats``: ``x``'s
-    (None: computed here). With ``owned`` (nobody else holds ``x``) and an unchanged
-    width, the output overwrites ``x`` band by band: a band's rows of ``x`` are read
-    for the last time by that band's skip connection."""
+    (None: computed here).
+
+    With ``owned`` (nobody else holds ``x``) the output reuses ``x``'s memory. Same
+    width: it overwrites ``x`` band by band (a band's rows of ``x`` are read for the
+    last time by that band's skip connection). Narrowing (the decoder's first block of
+    a level): the 1x1 skip projection is written into ``x``'s first ``cout`` channels
+    one row behind the first convolution (whose next band still reads the row above
+    it), and the output then overwrites that; the block keeps ``x`` and its
+    intermediate alive, not a third full-size tensor."""
     h, w = x.shape[2], x.shape[3]
     cin, cout = blk.in_channels, blk.out_channels
     rows = band_rows(max(cin, cout), w, elems)
     stats = stats or _mean_var(blk.norm1, x)
     groups = blk.norm2.num_groups
+    narrow = owned and cout < cin
     mid = _Out(x, cout, h, w, groups=groups)
+    done = 0                                    # rows of x already holding the skip
     for r0, r1 in _bands(h, rows):
         a, b, top, bottom = _halo(r0, r1, h)
         mid.write(r0, r1, _conv(blk.conv1, _activated_rows(blk.norm1, stats, x, a, b), top, bottom))
+        if narrow:
+            end = h if r1 == h else r1 - 1     # the next band reads row r1 - 1
+            if end > done:
+                x[:, :cout, done:end] = blk.nin_shortcut(x[:, :, done:end])
+                done = end
     hid, hid_stats = mid.result()
-    out = _Out(x, cout, h, w, into=x if owned and cin == cout else None, groups=groups)
+    skips = x[:, :cout] if narrow else x
+    into = skips if owned and cout <= cin else None
+    out = _Out(x, cout, h, w, into=into, groups=groups)
     for r0, r1 in _bands(h, rows):
         a, b, top, bottom = _halo(r0, r1, h)
         y = _conv(blk.conv2, _activated_rows(blk.norm2, hid_stats, hid, a, b), top, bottom)
-        skip = x[:, :, r0:r1]
-        if cin != cout:
+        skip = skips[:, :, r0:r1]
+        if cin != cout and not narrow:
             skip = blk.nin_shortcut(skip)
         out.write(r0, r1, skip + y)
     return out.result()
@@ -411,8 +428,8 @@ def peak_bytes(ae, kind: str, height: int, width: int, itemsize: int = 4,
     worst = 0
 
     def block(cin, cout, px):
-        # input + intermediate (+ a separate output when the width changes)
-        return (cin + cout + (cout if cin != cout else 0)) * px
+        # input + intermediate (+ a separate output when the width grows)
+        return (cin + cout + (cout if cin < cout else 0)) * px
 
     def attn(c, px):
         # input + q, k, v tokens + one band's result

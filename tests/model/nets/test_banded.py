@@ -143,7 +143,11 @@ def test_peak_bytes_grow_with_pixels_not_faster():
 
 
 def test_peak_bytes_count_the_largest_full_size_set():
-    # ch 32, mult (1, 2): at the decoder's full size, the last block of 64 -> 32
-    # channels holds its input (64), intermediate (32) and output (32) at 64x64
+    # ch 32, mult (1, 2): at the decoder's full size, the first block (64 -> 32
+    # channels) holds its input (64) and intermediate (32) at 64x64; its output reuses
+    # the input's memory
     ae = _ae()
-    assert ae.banded_peak_bytes("decode", 64, 64) == (64 + 32 + 32) * 64 * 64 * 4
+    assert ae.banded_peak_bytes("decode", 64, 64) == (64 + 32) * 64 * 64 * 4
+    # the encoder's widening block (32 -> 64 at 32x32) needs a separate output
+    assert ae.banded_peak_bytes("encode", 64, 64) == max(
+        (32 + 32) * 64 * 64, (32 + 64 + 64) * 32 * 32, 32 * 64 * 64 + 32 * 32 * 32) * 4
