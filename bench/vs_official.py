@@ -276,15 +276,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.official is not None:
             row["official"] = _child(args.official_python, "official", str(args.official),
                                      str(weights), str(image), repeats, t, timeout=timeout)
-        row["project"] = _child(sys.executable, "project", str(model_dir), str(image),
-                                repeats, args.backend, args.precision, t, timeout=timeout)
-        official, project = row.get("official", {"failed": True, "error": "not run"}), \
-            row["project"]
-        if not official.get("failed") and not project.get("failed"):
+        project = row["project"] = _child(sys.executable, "project", str(model_dir),
+                                          str(image), repeats, args.backend, args.precision,
+                                          t, timeout=timeout)
+        official = row.get("official")
+        if official and not official.get("failed") and not project.get("failed"):
             row["ratio"] = official["median_s"] / project["median_s"]
         results["sizes"][side] = row
         print(f"{side}->{side * 4}: "
-              + (f"authors {_fmt(official)}  " if args.official is not None else "")
+              + (f"authors {_fmt(official)}  " if official else "")
               + f"project {_fmt(project)}"
               + (f"  ratio {row['ratio']:.2f}x" if "ratio" in row else ""), flush=True)
     if args.large:

@@ -50,7 +50,6 @@ from typing import Callable, Optional, Protocol
 import torch
 
 from model.denoiser import Network
-from model.nets.banded import supported as banded_supported
 
 from .errors import BackendUnavailable, ExportError
 from .ort import CUDA_EP, OnnxUNet
@@ -225,10 +224,9 @@ class TorchBackend:
         against 2.3 s for the module and 2.6 s for onnxruntime, decoder 3.7 s against
         4.5 and 5.0 s; docs/benchmarks.md). Not for the bf16 decoder (its channels-last
         module is faster whole below one VAE tile) nor on CUDA (many small kernels).
-        Inside the restorer's own banded pass (large images) that pass's settings
-        stay."""
-        if (self.restorer.device.type != "cpu" or not hasattr(ae, "banded")
-                or ae.encoder.band_elems is not None or not banded_supported(ae)):
+        Inside the restorer's own banded pass (large images) that pass's settings stay
+        (``banded()`` is re-entrant)."""
+        if self.restorer.device.type != "cpu" or not getattr(ae, "bandable", False):
             return contextlib.nullcontext()
         return ae.banded()
 

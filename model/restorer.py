@@ -25,7 +25,6 @@ from .config import ModelConfig, ModelSpec
 from .denoiser import Network, X0Denoiser, module_network
 from .errors import InputImageError
 from .geometry import TileOptions, WorkShape, fitted_tile
-from .nets.banded import supported as banded_supported
 from .sampler import draw_noises, sample as run_sampler
 from .schedule import Schedule, schedule_from_config
 from .stepper import TiledJob, TileWork, run_tiles
@@ -219,7 +218,7 @@ class Restorer:
         """``autoencoder.banded(...)`` when a whole-image pass over ``x`` keeps its
         full-size activations within ``tiles.vae_budget`` (float32 counted), else None."""
         ae = self.autoencoder
-        if not hasattr(ae, "banded") or not banded_supported(ae):
+        if not getattr(ae, "bandable", False):
             return None
         kind = "encode" if scale < 1 else "decode"
         h, w = x.shape[-2:] if kind == "encode" else (int(x.shape[-2] * scale),

@@ -529,6 +529,8 @@ class VQAutoencoder(nn.Module):
         self.quant_conv = nn.Conv2d(self.z_channels, self.embed_dim, kernel_size=1)
         self.post_quant_conv = nn.Conv2d(self.embed_dim, self.z_channels, kernel_size=1)
         self.attn_query_chunk = attn_query_chunk
+        # whether ``banded()`` can run (zero-padded convolutions; fixed at construction)
+        self.bandable = _banded.supported(self)
 
     # -- configuration helpers ---------------------------------------------
     @property
@@ -576,10 +578,16 @@ class VQAutoencoder(nn.Module):
         image but band by band (``model.nets.banded``): the modules' exact result in one
         pass, with about ``banded_peak_bytes`` of full-size activations alive.
         ``attn_window`` (latent positions per side): attention of larger latents is
-        local to windows of that side instead of global (see ``banded.attn_block``)."""
-        if not _banded.supported(self):
+        local to windows of that side instead of global (see ``banded.attn_block``).
+
+        Inside an active ``banded()`` this does nothing: the outer pass's settings stay
+        (the restorer's large-image pass around a backend that bands its own calls)."""
+        if not self.bandable:
             raise ValueError("banded passes need zero-padded convolutions (padding_mode "
                              "'zeros', as in every released config)")
+        if self.encoder.band_elems is not None:
+            yield
+            return
         mods = (self.encoder, self.decoder)
         saved = [(m.band_elems, m.band_window) for m in mods]
         for m in mods:

@@ -64,34 +64,27 @@ def supported(module: nn.Module) -> bool:
 
 # -- pieces ----------------------------------------------------------------------------
 def _mean_var(gn, x: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-(batch, group) biased mean and variance of ``x`` in float32, as GroupNorm
-    takes them, without a float32 copy of all of ``x`` (one group slice at a time)."""
-    b, c = x.shape[:2]
-    g = gn.num_groups
-    xg = x.reshape(b, g, -1)
-    if xg.dtype == torch.float32:
-        var, mean = torch.var_mean(xg, dim=-1, correction=0)
-        return mean, var
-    means, variances = [], []
-    for i in range(g):
-        var, mean = torch.var_mean(xg[:, i].float(), dim=-1, correction=0)
-        means.append(mean)
-        variances.append(var)
-    return torch.stack(means, 1), torch.stack(variances, 1)
+    """Per-(batch, group) mean and variance of a whole ``x``, for a map that came
+    without its moments (a convolution-free resampling layer, which no released config
+    has)."""
+    count, total, total_sq = gn.moments(x)
+    mean = total / count
+    return mean.float(), (total_sq / count - mean * mean).clamp_min(0.0).float()
 
 
-def _activated_rows(gn, stats, x: Tensor, a: int, b: int) -> Tensor:
-    """swish(GroupNorm(x)) for rows [a, b) of ``x``, in float32 (as autocast runs both):
-    the module's subtract-then-scale normalisation (``normalize_with``) and swish, on a
-    fresh band so that they can run in place."""
-    mean, var = stats
+def _terms(gn, stats, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``gn``'s float32 ``(centre, scale, shift)`` for ``x`` from its moments ``stats``
+    (computed here when None), once per layer for all its bands."""
+    mean, var = stats or _mean_var(gn, x)
+    return gn.affine_terms(mean, var, x.device)
+
+
+def _activated_rows(terms, x: Tensor, a: int, b: int) -> Tensor:
+    """swish(GroupNorm(x)) for rows [a, b) of ``x``, in float32 (as autocast runs both),
+    with the layer's :func:`_terms`: the module's subtract-then-scale normalisation
+    (``normalize_with``) and swish, on a fresh band so that they can run in place."""
+    centre, scale, shift = terms
     rows = x[:, :, a:b]
-    c, g = x.shape[1], gn.num_groups
-    nb = mean.shape[0]
-    rstd = torch.rsqrt(var + gn.eps)
-    scale = (gn.weight.float().view(1, g, c // g) * rstd[..., None]).reshape(nb, c, 1, 1)
-    centre = mean[..., None].expand(nb, g, c // g).reshape(nb, c, 1, 1)
-    shift = gn.bias.float().reshape(1, c, 1, 1)
     if rows.dtype == torch.float32:
         t = rows - centre
         torch.addcmul(shift, t, scale, out=t)
@@ -201,11 +194,11 @@ def _conv(conv: nn.Conv2d, rows: Tensor, top: int, bottom: int) -> Tensor:
 def norm_conv(gn, conv: nn.Conv2d, x: Tensor, stats, elems: int = BAND_ELEMS) -> Tensor:
     """conv(swish(gn(x))) over the whole ``x`` (the encoder's and decoder's output head)."""
     h, w = x.shape[2], x.shape[3]
-    stats = stats or _mean_var(gn, x)
+    terms = _terms(gn, stats, x)
     out = _Out(x, conv.out_channels, h, w)
     for r0, r1 in _bands(h, band_rows(max(conv.in_channels, conv.out_channels), w, elems)):
         a, b, top, bottom = _halo(r0, r1, h)
-        out.write(r0, r1, _conv(conv, _activated_rows(gn, stats, x, a, b), top, bottom))
+        out.write(r0, r1, _conv(conv, _activated_rows(terms, x, a, b), top, bottom))
     return out.t
 
 
@@ -223,26 +216,27 @@ def resnet_block(blk, x: Tensor, stats, owned: bool, elems: int = BAND_ELEMS):
     h, w = x.shape[2], x.shape[3]
     cin, cout = blk.in_channels, blk.out_channels
     rows = band_rows(max(cin, cout), w, elems)
-    stats = stats or _mean_var(blk.norm1, x)
+    terms = _terms(blk.norm1, stats, x)
     groups = blk.norm2.num_groups
     narrow = owned and cout < cin
     mid = _Out(x, cout, h, w, groups=groups)
     done = 0                                    # rows of x already holding the skip
     for r0, r1 in _bands(h, rows):
         a, b, top, bottom = _halo(r0, r1, h)
-        mid.write(r0, r1, _conv(blk.conv1, _activated_rows(blk.norm1, stats, x, a, b), top, bottom))
+        mid.write(r0, r1, _conv(blk.conv1, _activated_rows(terms, x, a, b), top, bottom))
         if narrow:
             end = h if r1 == h else r1 - 1     # the next band reads row r1 - 1
             if end > done:
                 x[:, :cout, done:end] = blk.nin_shortcut(x[:, :, done:end])
                 done = end
     hid, hid_stats = mid.result()
+    terms = _terms(blk.norm2, hid_stats, hid)
     skips = x[:, :cout] if narrow else x
     into = skips if owned and cout <= cin else None
     out = _Out(x, cout, h, w, into=into, groups=groups)
     for r0, r1 in _bands(h, rows):
         a, b, top, bottom = _halo(r0, r1, h)
-        y = _conv(blk.conv2, _activated_rows(blk.norm2, hid_stats, hid, a, b), top, bottom)
+        y = _conv(blk.conv2, _activated_rows(terms, hid, a, b), top, bottom)
         skip = skips[:, :, r0:r1]
         if cin != cout and not narrow:
             skip = blk.nin_shortcut(skip)
@@ -265,10 +259,10 @@ def attn_block(blk, x: Tensor, stats, owned: bool, elems: int = BAND_ELEMS,
     the module does."""
     bsz, c, h, w = x.shape
     rows = band_rows(c, w, elems)
-    mean, var = stats or _mean_var(blk.norm, x)
+    centre, scale, shift = _terms(blk.norm, stats, x)
     tokens = {}
     for r0, r1 in _bands(h, rows):
-        n = blk.norm.normalize_with(x[:, :, r0:r1].float(), mean, var)
+        n = torch.addcmul(shift, x[:, :, r0:r1].float() - centre, scale)   # normalize_with
         for name in ("q", "k", "v"):
             t = getattr(blk, name)(n).flatten(2).transpose(1, 2)       # B x n x C
             if name not in tokens:

@@ -214,22 +214,26 @@ class StatGroupNorm(nn.GroupNorm):
         ``scale = weight / sqrt(var + eps)``; subtracting the mean first keeps
         half-precision inputs accurate (no cancellation between large terms).
         """
-        b, c = x.shape[0], x.shape[1]
-        g = self.num_groups
-        if mean.shape[-1] != g or mean.shape[0] not in (1, b):
+        b = x.shape[0]
+        if mean.shape[-1] != self.num_groups or mean.shape[0] not in (1, b):
             raise ValueError(
                 f"GroupNorm stats for {self._stats_name!r} have shape {tuple(mean.shape)}, "
-                f"expected (1 or {b}, {g})"
+                f"expected (1 or {b}, {self.num_groups})"
             )
-        mean = mean.to(device=x.device, dtype=torch.float32)
-        rstd = torch.rsqrt(var.to(device=x.device, dtype=torch.float32) + self.eps)
-        weight = self.weight.float().view(1, g, c // g)
-        bias = self.bias
+        centre, scale, shift = self.affine_terms(mean, var, x.device)
+        return torch.addcmul(shift.to(x.dtype), x - centre.to(x.dtype), scale.to(x.dtype))
+
+    def affine_terms(self, mean: Tensor, var: Tensor, device) -> Tuple[Tensor, Tensor, Tensor]:
+        """Float32 per-channel ``(centre, scale, shift)`` such that the normalised output
+        is ``(x - centre) * scale + shift``: shapes ``(B|1, C, 1, 1)`` twice, then
+        ``(1, C, 1, 1)``."""
+        c, g = self.num_channels, self.num_groups
+        mean = mean.to(device=device, dtype=torch.float32)
+        rstd = torch.rsqrt(var.to(device=device, dtype=torch.float32) + self.eps)
         nb = mean.shape[0]
-        scale = (weight * rstd[..., None]).reshape(nb, c, 1, 1).to(x.dtype)
-        centre = mean[..., None].expand(nb, g, c // g).reshape(nb, c, 1, 1).to(x.dtype)
-        shift = bias.reshape(1, c, 1, 1).to(x.dtype)
-        return torch.addcmul(shift, x - centre, scale)
+        scale = (self.weight.float().view(1, g, c // g) * rstd[..., None]).reshape(nb, c, 1, 1)
+        centre = mean[..., None].expand(nb, g, c // g).reshape(nb, c, 1, 1)
+        return centre, scale, self.bias.float().reshape(1, c, 1, 1)
 
 
 @contextlib.contextmanager
