@@ -81,6 +81,15 @@ def test_with_gradients_the_plain_forward_runs():
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
+def test_an_inner_banded_context_keeps_the_outer_settings():
+    ae = _ae()
+    with ae.banded(band_elems=3000, attn_window=16):
+        with ae.banded():
+            assert (ae.encoder.band_elems, ae.decoder.band_window) == (3000, 16)
+        assert ae.encoder.band_elems == 3000
+    assert ae.encoder.band_elems is None
+
+
 def test_banded_passes_refuse_other_padding_modes():
     ae = _ae(padding_mode="reflect")
     assert not banded.supported(ae)
