@@ -1,8 +1,8 @@
 """Photos that PyPI packages ship inside their wheels: the demo model's only data.
 
 ``pypi-samples`` (training) and ``pypi-samples-val`` (validation) name fixed lists of
-files inside scikit-image (``skimage/data``), scikit-learn (``sklearn/datasets/images``)
-and matplotlib (``mpl-data/sample_data``). Nothing is downloaded: a file is used when
+files inside scikit-image (``skimage/data``), scikit-learn (``sklearn/datasets/images``),
+matplotlib (``mpl-data/sample_data``) and mahotas (``demos/data``). Nothing is downloaded: a file is used when
 its package is installed (``pip install -e ".[train]"``), and provenance records the
 package version and a hash of every file.
 """
@@ -35,6 +35,12 @@ _TRAIN = [
     ("scikit-learn", "sklearn", "datasets/images/china.jpg"),
     ("scikit-learn", "sklearn", "datasets/images/flower.jpg"),
     ("matplotlib", "matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+    # added for the demo's sixth stage: more distinct real photos (MIT / BSD licences)
+    ("scikit-image", "skimage", "data/motorcycle_right.png"),
+    ("scikit-image", "skimage", "data/cell.png"),
+    ("mahotas", "mahotas", "demos/data/DepartmentStore.jpg"),
+    ("mahotas", "mahotas", "demos/data/luispedro.jpg"),
+    ("mahotas", "mahotas", "demos/data/nuclear.png"),
 ]
 _VAL = [
     ("scikit-image", "skimage", "data/chelsea.png"),
