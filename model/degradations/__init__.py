@@ -103,10 +103,27 @@ def mixture(weights: Mapping[str, float]) -> Degradation:
     return Degradation(label, scales.pop(), degrade, f"per-sample mixture of {label}")
 
 
+def parse_mixture(label: str) -> dict[str, float]:
+    """``"a:0.3+b:0.7"`` (the label a mixture carries, as ``model.json`` records it) ->
+    ``{"a": 0.3, "b": 0.7}``."""
+    weights: dict[str, float] = {}
+    for part in label.split("+"):
+        name, _, weight = part.partition(":")
+        try:
+            weights[name.strip()] = float(weight)
+        except ValueError:
+            raise ValueError(f"cannot read degradation mixture {label!r}: write it as "
+                             "name:weight+name:weight, e.g. realesrgan:0.3+bicubic:0.7") from None
+    return weights
+
+
 def get_degradation(spec: DegradationSpec) -> Degradation:
-    """A named degradation, or a mixture given as ``{name: weight}``."""
+    """A named degradation, or a mixture given as ``{name: weight}`` or as its label
+    ``"name:weight+name:weight"``."""
     if isinstance(spec, Mapping):
         return mixture(spec)
+    if isinstance(spec, str) and (":" in spec or "+" in spec):
+        return mixture(parse_mixture(spec))
     return _named(spec)
 
 

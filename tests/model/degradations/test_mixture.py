@@ -35,3 +35,23 @@ def test_mixture_draws_each_part_by_weight_and_is_seeded():
 def test_bad_mixtures_say_what_to_fix(spec, match):
     with pytest.raises(ValueError, match=match):
         get_degradation(spec)
+
+
+def test_a_mixture_label_reads_back_as_the_same_mixture():
+    # model.json records a mixture by its label; `resshift eval` degrades with it again
+    mix = get_degradation({"realesrgan": 0.3, "resshift_test": 0.55, "bicubic": 0.15})
+    again = get_degradation(mix.name)
+    assert again.name == mix.name == "realesrgan:0.30+resshift_test:0.55+bicubic:0.15"
+    gt = _gt()
+    for seed in range(5):
+        np.testing.assert_array_equal(again(gt, np.random.default_rng(seed)),
+                                      mix(gt, np.random.default_rng(seed)))
+
+
+@pytest.mark.parametrize("label, match", [
+    ("bicubic:x+blur:1", "name:weight"), ("bicubic+blur", "name:weight"),
+    ("bicubic:1+nope:1", "unknown degradation"), ("bicubic:0+blur:1", "positive"),
+])
+def test_bad_mixture_labels_say_what_to_fix(label, match):
+    with pytest.raises(ValueError, match=match):
+        get_degradation(label)
