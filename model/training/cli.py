@@ -14,7 +14,7 @@ from pathlib import Path
 log = logging.getLogger("resshift")
 
 TRAIN_EPILOG = """examples:
-  resshift train configs/demo.yaml                    # the bundled demo model's recipe
+  resshift train configs/demo.yaml                    # the first demo's recipe (bicubic pairs)
   resshift train my.yaml --resume auto                # continue from the latest checkpoint
   resshift train my.yaml --lpips-weights vgg16.pth,lpips_vgg.pth
   torchrun --nproc_per_node 8 -m resshift train my.yaml --device cuda   # multi-GPU (DDP)
