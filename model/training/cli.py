@@ -56,7 +56,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     try:
         cfg = load_train_config(args.config)
-        if args.steps:
+        if args.steps is not None:
+            if args.steps < 1:    # 0 used to fall through to the recipe's full run
+                log.error("--steps must be at least 1 (got %d)", args.steps)
+                return 2
             cfg.train.steps = args.steps
         if args.output:
             cfg.output = args.output

@@ -110,6 +110,10 @@ def test_grad_accumulation_and_the_cli(tmp_path, image_dir, capsys):
     prov = json.loads((tmp_path / "out" / "model.json").read_text())["provenance"]
     assert prov["samples_seen"] == 2 * 2 * 2
     assert main(["train", str(tmp_path / "missing.yaml")]) == 2
+    # --steps 0 is refused, not read as "no override" (which ran the recipe's whole length)
+    assert main(["train", str(cfg), "-q", "--steps", "0", "--output", str(tmp_path / "o0"),
+                 "--work-dir", str(tmp_path / "w0")]) == 2
+    assert not (tmp_path / "o0").exists() and not (tmp_path / "w0").exists()
 
 
 def test_recipe_typos_are_errors():
