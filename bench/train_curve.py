@@ -4,10 +4,10 @@
     python bench/train_curve.py training/demo_real*/log.jsonl -o docs/demo_loss.png
 
 Reads the JSONL log ``resshift train`` writes (one record per ``log_every`` steps, plus
-validation records); several logs are the stages of one model, drawn one after the other
-on a common step axis with each stage's start marked. Plots the training L2 loss (raw and a moving average, log scale)
-and, on a second axis, the validation PSNR gain of the EMA weights over bicubic. Needs
-matplotlib (the ``train`` extra).
+validation records); several logs are the stages of one model, drawn one after the
+other on a common step axis with each stage's start marked. Plots the training L2 loss
+(raw and a moving average, log scale) and, on a second axis, the validation PSNR gain
+of the EMA weights over bicubic. Needs matplotlib (the ``train`` extra).
 """
 
 from __future__ import annotations

@@ -56,15 +56,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     try:
         cfg = load_train_config(args.config)
-        if args.steps is not None:
-            if args.steps < 1:    # 0 used to fall through to the recipe's full run
-                log.error("--steps must be at least 1 (got %d)", args.steps)
-                return 2
+        if args.steps is not None:    # `is not None`: a 0 must be checked, not ignored
             cfg.train.steps = args.steps
         if args.output:
             cfg.output = args.output
         if args.work_dir:
             cfg.work_dir = args.work_dir
+        cfg.validate()                  # the overrides pass the recipe's own checks
         trainer = Trainer(cfg, device=args.device, resume=args.resume,
                           lpips_weights=args.lpips_weights, stop_after=args.stop_after,
                           max_minutes=args.max_minutes, show_progress=not args.quiet)

@@ -2,9 +2,9 @@
 
 ``pypi-samples`` (training) and ``pypi-samples-val`` (validation) name fixed lists of
 files inside scikit-image (``skimage/data``), scikit-learn (``sklearn/datasets/images``),
-matplotlib (``mpl-data/sample_data``) and mahotas (``demos/data``). Nothing is downloaded: a file is used when
-its package is installed (``pip install -e ".[train]"``), and provenance records the
-package version and a hash of every file.
+matplotlib (``mpl-data/sample_data``) and mahotas (``demos/data``). Nothing is
+downloaded: a file is used when its package is installed (``pip install -e ".[train]"``),
+and provenance records the package version and a hash of every file.
 """
 
 from __future__ import annotations
