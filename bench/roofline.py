@@ -53,7 +53,8 @@ def kernel_rates(repeat: int) -> dict:
             out["conv3x3_bf16"] = flops / best_time(lambda: conv(x), repeat) / 1e9
         # the GEMMs of Winograd F(2x2,3x3) (16 products over the 2x2-output tiles) and
         # F(4x4,3x3) (36 products over 4x4-output tiles) for the same convolution
-        for name, p, tiles in (("gemm_winograd_f2", 16, 64 * 64), ("gemm_winograd_f4", 36, 32 * 32)):
+        for name, p, tiles in (("gemm_winograd_f2", 16, 64 * 64),
+                               ("gemm_winograd_f4", 36, 32 * 32)):
             a, b = torch.randn(p, tiles, 128), torch.randn(p, 128, 128)
             out[name] = 2 * p * tiles * 128 * 128 / best_time(lambda: torch.bmm(a, b), repeat) / 1e9
         a, b = torch.randn(4096, 128), torch.randn(128, 128)
