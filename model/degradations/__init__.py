@@ -109,6 +109,8 @@ def parse_mixture(label: str) -> dict[str, float]:
     weights: dict[str, float] = {}
     for part in label.split("+"):
         name, _, weight = part.partition(":")
+        if name.strip() in weights:
+            raise ValueError(f"degradation mixture {label!r} names {name.strip()!r} twice")
         try:
             weights[name.strip()] = float(weight)
         except ValueError:

@@ -51,6 +51,7 @@ def test_a_mixture_label_reads_back_as_the_same_mixture():
 @pytest.mark.parametrize("label, match", [
     ("bicubic:x+blur:1", "name:weight"), ("bicubic+blur", "name:weight"),
     ("bicubic:1+nope:1", "unknown degradation"), ("bicubic:0+blur:1", "positive"),
+    ("bicubic:1+bicubic:2", "twice"),
 ])
 def test_bad_mixture_labels_say_what_to_fix(label, match):
     with pytest.raises(ValueError, match=match):
