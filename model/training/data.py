@@ -2,9 +2,10 @@
 
 A data source is a folder (searched recursively), a text file with one image path
 per line (relative paths are relative to the text file; ``#`` starts a comment), a
-single image, or a named set of wheel-shipped photos (``pypi-samples``, see
-``sample_images``). Images smaller than the crop are reflect-padded (``small_images:
-pad``) or left out (``skip``); both are counted and reported.
+single image, a named set of wheel-shipped photos (``pypi-samples``, see
+``sample_images``), or procedural images (``dead-leaves``, see ``dead_leaves``). Images
+smaller than the crop are reflect-padded (``small_images: pad``) or left out (``skip``);
+both are counted and reported.
 
 Batches are a pure function of (seed, step, micro-batch, rank): the generator for each
 is ``numpy.random.default_rng([seed, step, micro, rank])``. Resuming at step k therefore
@@ -16,7 +17,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional, Sequence
+from typing import Callable, Literal, Optional, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from ..degradations import Degradation
 from ..degradations.ops import hflip, resize
 from ..errors import ModelError
 from ..imageio import decode_image
+from . import dead_leaves
 from .sample_images import SOURCES, sample_images
 
 log = logging.getLogger("resshift.train")
@@ -43,6 +45,7 @@ class ImageEntry:
     width: int
     height: int
     provenance: dict = field(default_factory=dict)
+    render: Optional[Callable[[], np.ndarray]] = None   # procedural: HxWx3 [0, 1] float32
 
 
 def _from_text_file(path: Path) -> list[Path]:
@@ -55,12 +58,22 @@ def _from_text_file(path: Path) -> list[Path]:
     return out
 
 
+def _procedural(source: str) -> list[ImageEntry]:
+    """The entries of a procedural source (``dead-leaves``), rendered when first used."""
+    def renderer(i: int) -> Callable[[], np.ndarray]:
+        return lambda: dead_leaves.render(i)
+    return [ImageEntry(Path(f"{source}/{i:03d}"), dead_leaves.SIZE, dead_leaves.SIZE,
+                       dead_leaves.provenance(i), renderer(i)) for i in range(dead_leaves.COUNT)]
+
+
 def list_sources(sources: Sequence[str]) -> tuple[list[tuple[Path, dict]], list[str]]:
-    """Expand data sources into (image path, provenance) pairs plus notes."""
+    """Expand file-backed data sources into (image path, provenance) pairs plus notes."""
     found: list[tuple[Path, dict]] = []
     notes: list[str] = []
     for source in sources:
         text = str(source)
+        if text == dead_leaves.SOURCE:
+            continue  # procedural: ImagePool adds its entries
         if text in SOURCES:
             images, missing = sample_images(text)
             notes += missing
@@ -75,7 +88,7 @@ def list_sources(sources: Sequence[str]) -> tuple[list[tuple[Path, dict]], list[
             files = [path]
         else:
             raise DataError(f"data source {text!r} is neither a folder, a .txt list, an image "
-                            f"nor one of {sorted(SOURCES)}")
+                            f"nor one of {sorted(SOURCES) + [dead_leaves.SOURCE]}")
         found += [(f, {"file": str(f)}) for f in files]
     return found, notes
 
@@ -122,6 +135,16 @@ class ImagePool:
                     continue
                 self.stats.padded += 1
             self.entries.append(ImageEntry(Path(path), w, h, prov))
+        for source in sources:
+            if str(source) == dead_leaves.SOURCE:
+                generated = _procedural(str(source))
+                self.stats.found += len(generated)
+                if dead_leaves.SIZE < min_side:
+                    if small == "skip":
+                        self.stats.skipped_small += len(generated)
+                        continue
+                    self.stats.padded += len(generated)
+                self.entries += generated
         self.stats.used = len(self.entries)
         if not self.entries:
             raise DataError(f"no usable training images in {list(sources)} ({self.stats.as_dict()}"
@@ -136,8 +159,12 @@ class ImagePool:
         """HxWx3 float32 in [0, 1], padded by reflection to at least ``min_side``."""
         if self._cache is not None and index in self._cache:
             return self._cache[index]
-        pixels = decode_image(self.entries[index].path, max_pixels=64_000_000).pixels
-        img = pad_to_min_side(pixels.astype(np.float32) / 255.0, self.min_side)
+        entry = self.entries[index]
+        if entry.render is not None:
+            img = pad_to_min_side(entry.render(), self.min_side)
+        else:
+            pixels = decode_image(entry.path, max_pixels=64_000_000).pixels
+            img = pad_to_min_side(pixels.astype(np.float32) / 255.0, self.min_side)
         if self._cache is not None:
             self._cache[index] = img
         return img

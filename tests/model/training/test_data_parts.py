@@ -125,3 +125,29 @@ def test_rot90_turns_crops_a_quarter_at_random(tmp_path):
         return found
     assert sides(False) == {"left"}
     assert sides(True) == {"left", "top", "right", "bottom"}
+
+
+def test_dead_leaves_are_deterministic_antialiased_photo_like_images(image_dir):
+    from model.training import dead_leaves
+
+    a, b = dead_leaves.render(3), dead_leaves.render(3)
+    assert a.shape == (dead_leaves.SIZE, dead_leaves.SIZE, 3) and a.dtype == np.float32
+    assert np.array_equal(a, b)                      # a pure function of the index
+    assert not np.array_equal(dead_leaves.render(3, size=96), dead_leaves.render(4, size=96))
+    assert 0.0 <= a.min() and a.max() <= 1.0
+    # many leaves of many sizes: many distinct colours, flat regions and sharp edges
+    levels = np.unique((a * 255).round().astype(np.uint8).reshape(-1, 3), axis=0)
+    assert len(levels) > 5000
+    grad = np.abs(np.diff(a, axis=1)).max(axis=2)
+    assert (grad < 2e-3).mean() > 0.4 and (grad > 0.1).mean() > 0.05
+    # anti-aliased: edges have intermediate values, not only the two leaves' colours
+    assert ((grad > 0.01) & (grad < 0.1)).mean() > 0.05
+
+    root, _ = image_dir
+    pool = ImagePool([str(root), "dead-leaves"], min_side=32)
+    n_files = len(ImagePool([str(root)], min_side=32))
+    assert len(pool) == n_files + dead_leaves.COUNT
+    assert pool.stats.found == pool.stats.used == len(pool)
+    img = pool.image(n_files)                        # the first dead-leaves image
+    assert img.shape == (dead_leaves.SIZE, dead_leaves.SIZE, 3)
+    assert {"generator": "dead-leaves", "index": 0}.items() <= pool.provenance()[n_files].items()
