@@ -3,9 +3,9 @@
 A data source is a folder (searched recursively), a text file with one image path
 per line (relative paths are relative to the text file; ``#`` starts a comment), a
 single image, a named set of wheel-shipped photos (``pypi-samples``, see
-``sample_images``), or procedural images (``dead-leaves``, see ``dead_leaves``). Images
-smaller than the crop are reflect-padded (``small_images: pad``) or left out (``skip``);
-both are counted and reported.
+``sample_images``), or procedural images (``dead-leaves[:N]``, see ``dead_leaves``).
+Images smaller than the crop are reflect-padded (``small_images: pad``) or left out
+(``skip``); both are counted and reported.
 
 Batches are a pure function of (seed, step, micro-batch, rank): the generator for each
 is ``numpy.random.default_rng([seed, step, micro, rank])``. Resuming at step k therefore
@@ -58,12 +58,21 @@ def _from_text_file(path: Path) -> list[Path]:
     return out
 
 
+def _procedural_count(source: str) -> Optional[int]:
+    """Images a procedural source (``dead-leaves[:N]``) names; None for other sources."""
+    try:
+        return dead_leaves.parse_source(source)
+    except ValueError as e:
+        raise DataError(str(e)) from None
+
+
 def _procedural(source: str) -> list[ImageEntry]:
-    """The entries of a procedural source (``dead-leaves``), rendered when first used."""
+    """The entries of a procedural source (``dead-leaves[:N]``), rendered when first used."""
     def renderer(i: int) -> Callable[[], np.ndarray]:
         return lambda: dead_leaves.render(i)
-    return [ImageEntry(Path(f"{source}/{i:03d}"), dead_leaves.SIZE, dead_leaves.SIZE,
-                       dead_leaves.provenance(i), renderer(i)) for i in range(dead_leaves.COUNT)]
+    count = _procedural_count(source) or 0
+    return [ImageEntry(Path(f"{dead_leaves.SOURCE}/{i:04d}"), dead_leaves.SIZE, dead_leaves.SIZE,
+                       dead_leaves.provenance(i), renderer(i)) for i in range(count)]
 
 
 def list_sources(sources: Sequence[str]) -> tuple[list[tuple[Path, dict]], list[str]]:
@@ -72,7 +81,7 @@ def list_sources(sources: Sequence[str]) -> tuple[list[tuple[Path, dict]], list[
     notes: list[str] = []
     for source in sources:
         text = str(source)
-        if text == dead_leaves.SOURCE:
+        if _procedural_count(text) is not None:
             continue  # procedural: ImagePool adds its entries
         if text in SOURCES:
             images, missing = sample_images(text)
@@ -88,7 +97,7 @@ def list_sources(sources: Sequence[str]) -> tuple[list[tuple[Path, dict]], list[
             files = [path]
         else:
             raise DataError(f"data source {text!r} is neither a folder, a .txt list, an image "
-                            f"nor one of {sorted(SOURCES) + [dead_leaves.SOURCE]}")
+                            f"nor one of {sorted(SOURCES) + [dead_leaves.SOURCE + '[:N]']}")
         found += [(f, {"file": str(f)}) for f in files]
     return found, notes
 
@@ -136,7 +145,7 @@ class ImagePool:
                 self.stats.padded += 1
             self.entries.append(ImageEntry(Path(path), w, h, prov))
         for source in sources:
-            if str(source) == dead_leaves.SOURCE:
+            if _procedural_count(str(source)) is not None:
                 generated = _procedural(str(source))
                 self.stats.found += len(generated)
                 if dead_leaves.SIZE < min_side:

@@ -21,7 +21,7 @@ import numpy as np
 from ..degradations.ops import resize
 
 SOURCE = "dead-leaves"
-COUNT = 12           # images in the source
+COUNT = 12           # images in the source ("dead-leaves"; "dead-leaves:N" asks for N)
 SIZE = 512           # their side, pixels
 VERSION = 1          # bump when the rendering changes (recorded in provenance)
 
@@ -94,6 +94,20 @@ def render(index: int, size: int = SIZE) -> np.ndarray:
         remaining -= iy.size
     img[free] = _colour(rng)             # what is left shows the leaf behind them all
     return np.clip(resize(img, (size, size), "area"), 0.0, 1.0).astype(np.float32)
+
+
+def parse_source(text: str) -> int | None:
+    """How many images a data source names (``dead-leaves`` or ``dead-leaves:N``), or
+    None when it is not this generator."""
+    name, sep, count = str(text).partition(":")
+    if name != SOURCE:
+        return None
+    if not sep:
+        return COUNT
+    if not count.isdigit() or not 1 <= int(count) <= 10_000:
+        raise ValueError(f"cannot read data source {text!r}: write {SOURCE}:N with N "
+                         f"from 1 to 10000 images (or {SOURCE} for {COUNT})")
+    return int(count)
 
 
 def provenance(index: int) -> dict:

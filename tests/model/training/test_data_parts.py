@@ -151,3 +151,7 @@ def test_dead_leaves_are_deterministic_antialiased_photo_like_images(image_dir):
     img = pool.image(n_files)                        # the first dead-leaves image
     assert img.shape == (dead_leaves.SIZE, dead_leaves.SIZE, 3)
     assert {"generator": "dead-leaves", "index": 0}.items() <= pool.provenance()[n_files].items()
+    assert len(ImagePool(["dead-leaves:3"], min_side=32)) == 3
+    for bad in ("dead-leaves:", "dead-leaves:0", "dead-leaves:x", "dead-leaves:-2"):
+        with pytest.raises(DataError, match="dead-leaves:N"):
+            ImagePool([bad], min_side=32)
