@@ -43,10 +43,13 @@ def test_demo_is_small_and_records_its_recipe():
     assert prov["space"] == "pixel" and prov["steps"] == prov["config"]["train"]["steps"]
     assert prov["wall_time_s"] > 0 and prov["recipe"].startswith("configs/demo")
     assert (REPO / prov["recipe"]).is_file()
-    packages = {f["package"].split("==")[0] for f in prov["data"]["train"]}
-    # wheel photos only
-    assert packages <= {"scikit-image", "scikit-learn", "matplotlib", "mahotas"}
-    assert not any("shared" in f["file"] for f in prov["data"]["train"])
+    train = prov["data"]["train"]
+    photos = [f for f in train if "generator" not in f]
+    # wheel photos, plus images the project renders itself (nothing else)
+    assert {f["package"].split("==")[0] for f in photos} <= {
+        "scikit-image", "scikit-learn", "matplotlib", "mahotas"}
+    assert {f["generator"] for f in train if "generator" in f} <= {"dead-leaves"}
+    assert photos and not any("shared" in f["file"] for f in photos)
     assert "eval" in meta["metrics"]
 
 
