@@ -138,7 +138,8 @@ class TrainConfig:
                 raise ConfigError(f"data.{flag} must be true or false, got "
                                   f"{getattr(d, flag)!r}")
         if not d.train:
-            raise ConfigError("data.train lists no source (folders, .txt lists or pypi-samples)")
+            raise ConfigError("data.train lists no source (folders, .txt lists, pypi-samples "
+                              "or dead-leaves[:N])")
         if m.init_from is None and not (m.unet and m.diffusion):
             raise ConfigError("model needs unet and diffusion params, or init_from a model dir")
         if m.autoencoder and not m.autoencoder_checkpoint and m.init_from is None:

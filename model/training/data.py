@@ -71,7 +71,8 @@ def _procedural(source: str) -> list[ImageEntry]:
     def renderer(i: int) -> Callable[[], np.ndarray]:
         return lambda: dead_leaves.render(i)
     count = _procedural_count(source) or 0
-    return [ImageEntry(Path(f"{dead_leaves.SOURCE}/{i:04d}"), dead_leaves.SIZE, dead_leaves.SIZE,
+    side = dead_leaves.SIZE
+    return [ImageEntry(Path(f"{dead_leaves.SOURCE}/{i:04d}"), side, side,
                        dead_leaves.provenance(i), renderer(i)) for i in range(count)]
 
 
@@ -125,35 +126,36 @@ class ImagePool:
                  cache_limit: int = 512):
         if small not in ("pad", "skip"):
             raise DataError(f"small_images must be 'pad' or 'skip', got {small!r}")
-        files, notes = list_sources(sources)
+        self.stats = DataStats()
+        self.entries: list[ImageEntry] = []
+        notes: list[str] = []
+        for source in sources:  # entries keep the order of the sources (val takes the first)
+            if _procedural_count(str(source)) is not None:
+                candidates = _procedural(str(source))
+            else:
+                files, missing = list_sources([source])
+                notes += missing
+                candidates = []
+                for path, prov in files:
+                    try:
+                        with Image.open(path) as im:
+                            w, h = im.size
+                    except (OSError, ValueError):
+                        self.stats.found += 1
+                        self.stats.unreadable += 1
+                        log.warning("unreadable image left out: %s", path)
+                        continue
+                    candidates.append(ImageEntry(Path(path), w, h, prov))
+            self.stats.found += len(candidates)
+            for entry in candidates:
+                if min(entry.width, entry.height) < min_side:
+                    if small == "skip":
+                        self.stats.skipped_small += 1
+                        continue
+                    self.stats.padded += 1
+                self.entries.append(entry)
         for note in notes:
             log.warning("%s", note)
-        self.stats = DataStats(found=len(files))
-        self.entries: list[ImageEntry] = []
-        for path, prov in files:
-            try:
-                with Image.open(path) as im:
-                    w, h = im.size
-            except (OSError, ValueError):
-                self.stats.unreadable += 1
-                log.warning("unreadable image left out: %s", path)
-                continue
-            if min(w, h) < min_side:
-                if small == "skip":
-                    self.stats.skipped_small += 1
-                    continue
-                self.stats.padded += 1
-            self.entries.append(ImageEntry(Path(path), w, h, prov))
-        for source in sources:
-            if _procedural_count(str(source)) is not None:
-                generated = _procedural(str(source))
-                self.stats.found += len(generated)
-                if dead_leaves.SIZE < min_side:
-                    if small == "skip":
-                        self.stats.skipped_small += len(generated)
-                        continue
-                    self.stats.padded += len(generated)
-                self.entries += generated
         self.stats.used = len(self.entries)
         if not self.entries:
             raise DataError(f"no usable training images in {list(sources)} ({self.stats.as_dict()}"

@@ -22,6 +22,7 @@ from ..degradations.ops import resize
 
 SOURCE = "dead-leaves"
 COUNT = 12           # images in the source ("dead-leaves"; "dead-leaves:N" asks for N)
+MAX_COUNT = 400
 SIZE = 512           # their side, pixels
 VERSION = 1          # bump when the rendering changes (recorded in provenance)
 
@@ -104,11 +105,14 @@ def parse_source(text: str) -> int | None:
         return None
     if not sep:
         return COUNT
-    if not count.isdigit() or not 1 <= int(count) <= 10_000:
+    # at most MAX_COUNT: a training pool caches decoded images only up to 512 of them,
+    # and each render costs about a second
+    if not (count.isascii() and count.isdigit()) or not 1 <= int(count) <= MAX_COUNT:
         raise ValueError(f"cannot read data source {text!r}: write {SOURCE}:N with N "
-                         f"from 1 to 10000 images (or {SOURCE} for {COUNT})")
+                         f"from 1 to {MAX_COUNT} images (or {SOURCE} for {COUNT})")
     return int(count)
 
 
 def provenance(index: int) -> dict:
+    """What training provenance records of image ``index`` (enough to render it again)."""
     return {"generator": SOURCE, "version": VERSION, "index": int(index), "size": SIZE}

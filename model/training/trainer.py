@@ -309,7 +309,7 @@ class Trainer:
             "recipe": cfg.source_path,
             "config": cfg.to_dict(),
             "data": {"train": self.pool.provenance(), "train_stats": self.pool.stats.as_dict(),
-                     "val": [p["file"] for p in ImagePool(cfg.data.val, cfg.data.gt_size).provenance()]
+                     "val": ImagePool(cfg.data.val, cfg.data.gt_size).provenance()
                      if cfg.data.val else [],
                      "degradation": self.degradation.name, "gt_size": cfg.data.gt_size},
             "steps": self.step,

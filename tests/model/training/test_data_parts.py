@@ -147,11 +147,21 @@ def test_dead_leaves_are_deterministic_antialiased_photo_like_images(image_dir):
     pool = ImagePool([str(root), "dead-leaves"], min_side=32)
     n_files = len(ImagePool([str(root)], min_side=32))
     assert len(pool) == n_files + dead_leaves.COUNT
-    assert pool.stats.found == pool.stats.used == len(pool)
+    assert pool.stats.found == len(pool) and pool.stats.unreadable == 0
     img = pool.image(n_files)                        # the first dead-leaves image
-    assert img.shape == (dead_leaves.SIZE, dead_leaves.SIZE, 3)
+    assert np.array_equal(img, dead_leaves.render(0))
+    assert not np.array_equal(img, pool.image(n_files + 1))
+    # sources keep their order; larger crops pad or skip them like any small image
+    first = ImagePool(["dead-leaves:2", str(root)], min_side=32)
+    assert first.provenance()[0]["generator"] == "dead-leaves" and len(first) == n_files + 2
+    big = dead_leaves.SIZE + 8
+    padded = ImagePool(["dead-leaves:2"], min_side=big)
+    assert padded.stats.padded == 2 and padded.image(1).shape == (big, big, 3)
+    with pytest.raises(DataError, match="no usable training images"):
+        ImagePool(["dead-leaves:2"], min_side=big, small="skip")
     assert {"generator": "dead-leaves", "index": 0}.items() <= pool.provenance()[n_files].items()
     assert len(ImagePool(["dead-leaves:3"], min_side=32)) == 3
-    for bad in ("dead-leaves:", "dead-leaves:0", "dead-leaves:x", "dead-leaves:-2"):
+    for bad in ("dead-leaves:", "dead-leaves:0", "dead-leaves:x", "dead-leaves:-2",
+                "dead-leaves:\u00b2", f"dead-leaves:{dead_leaves.MAX_COUNT + 1}"):
         with pytest.raises(DataError, match="dead-leaves:N"):
             ImagePool([bad], min_side=32)

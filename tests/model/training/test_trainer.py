@@ -36,7 +36,9 @@ def _assert_same(a, b, where=""):
 
 
 def test_short_run_writes_a_model_directory_with_provenance(tmp_path, image_dir):
-    trainer, path = _train(tiny_recipe(tmp_path, image_dir))
+    recipe = tiny_recipe(tmp_path, image_dir)
+    recipe["data"]["val"].append("dead-leaves:1")   # listed second: validation uses the file
+    trainer, path = _train(recipe)
     assert path == tmp_path / "model"
     meta = json.loads((path / "model.json").read_text())
     prov = meta["provenance"]
@@ -44,6 +46,8 @@ def test_short_run_writes_a_model_directory_with_provenance(tmp_path, image_dir)
     assert prov["data"]["train_stats"] == {"found": 3, "used": 3, "padded": 1,
                                            "skipped_small": 0, "unreadable": 0}
     assert prov["data"]["degradation"] == "resshift_test" and prov["loss"] == "L2"
+    val_file, val_leaves = prov["data"]["val"]
+    assert val_file["file"].endswith("v.png") and val_leaves["generator"] == "dead-leaves"
     assert prov["wall_time_s"] > 0 and prov["config"]["train"]["steps"] == 4
     val = meta["metrics"]["validation"]
     assert set(val["model"]) == {"psnr", "ssim", "psnr_y", "ssim_y"}
