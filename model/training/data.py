@@ -141,7 +141,6 @@ class ImagePool:
                         with Image.open(path) as im:
                             w, h = im.size
                     except (OSError, ValueError):
-                        self.stats.found += 1
                         self.stats.unreadable += 1
                         log.warning("unreadable image left out: %s", path)
                         continue
@@ -156,6 +155,7 @@ class ImagePool:
                 self.entries.append(entry)
         for note in notes:
             log.warning("%s", note)
+        self.stats.found += self.stats.unreadable
         self.stats.used = len(self.entries)
         if not self.entries:
             raise DataError(f"no usable training images in {list(sources)} ({self.stats.as_dict()}"

@@ -16,6 +16,8 @@ area-downscaled so edges are anti-aliased as in a photo.
 
 from __future__ import annotations
 
+import colorsys
+
 import numpy as np
 
 from ..degradations.ops import resize
@@ -35,14 +37,8 @@ def _radius(rng: np.random.Generator, rmin: float, rmax: float) -> float:
 
 def _colour(rng: np.random.Generator) -> np.ndarray:
     """RGB in [0, 1]: hue uniform, saturation mostly low, value spread (photo-like)."""
-    h = rng.uniform() * 6.0
-    s = rng.beta(1.2, 2.5)
-    v = rng.beta(2.0, 1.6)
-    i = int(h) % 6
-    f = h - int(h)
-    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    return np.array([(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i],
-                    dtype=np.float32)
+    h, s, v = rng.uniform(), rng.beta(1.2, 2.5), rng.beta(2.0, 1.6)
+    return np.array(colorsys.hsv_to_rgb(h, s, v), dtype=np.float32)
 
 
 def _fill(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
