@@ -15,9 +15,10 @@ request's canvas and exposes exactly that seam::
 Every piece of arithmetic is the shared one: the tile plan, blending and paste-back of
 ``model.tiling``, the noises, prior and reverse ``step`` of ``model.sampler``, the
 denoiser, padding, encode and decode of ``Restorer``. Noise comes from the job's own
-seeded generator, so a job gives the same pixels alone or batched with others; with the same seed and
-tile size it gives what ``Restorer.restore`` gives (up to float reassociation in the
-network when the batch composition differs).
+seeded generator, so a job draws the same noise alone or batched with others. With the same seed and
+tile size, ``run`` gives what ``Restorer.restore`` gives bit for bit; batched with
+other requests, the same up to float reassociation in the network (a different batch
+composition may change a product's summation order).
 """
 
 from __future__ import annotations
@@ -344,8 +345,19 @@ class TiledJob:
         return to_uint8_banded(out)
 
     def run(self) -> np.ndarray:
-        """Drive this job alone to the end (what a batch of one does)."""
+        """Drive this job alone to the end: ``Restorer.restore``'s pixels, bit for bit.
+
+        Tiles go through the network in groups of the tile options' ``max_batch``, in
+        plan order, as ``restore`` sends them. The grouping matters: a matrix product's
+        summation order may depend on how many rows it gets (the CPU's GEMM picks its
+        blocking by size), so one batch of twelve tiles and three of four can differ in
+        the last bit, and a last bit can round a pixel the other way."""
         self.encode()
+        group = self.tiles.max_batch if self.tiles is not None else 1
         while not self.done:
-            self.complete_step(run_tiles(self.restorer, self.pending_tiles()))
+            work = self.pending_tiles()
+            predictions: list[torch.Tensor] = []
+            for i in range(0, len(work), group):
+                predictions += run_tiles(self.restorer, work[i:i + group])
+            self.complete_step(predictions)
         return self.finish()
