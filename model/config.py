@@ -159,6 +159,11 @@ class ModelSpec:
     factor: int             # pixels per latent pixel (1 in pixel space)
     latent_unit: int        # latent sizes (and tiles) must be multiples of this
     input_multiple: int     # LQ inputs are padded to multiples of this
+    # the sampling noise's scale (``diffusion.noise_scale``, not an official key): 1 draws
+    # x_T and each step from the distributions the model was trained on (the official
+    # sampler); 0 starts from y_0 and takes each step's mean, so the output no longer
+    # depends on the seed. Between the two, a temperature.
+    noise_scale: float = 1.0
 
     @property
     def lq_ratio(self) -> int:
@@ -197,6 +202,13 @@ class ModelSpec:
         if sampler not in SAMPLERS:
             raise ConfigError(f"sampler {sampler!r} is not supported; use one of "
                               f"{', '.join(SAMPLERS)}")
+        try:
+            noise_scale = float(diffusion.get("noise_scale", 1.0))
+        except (TypeError, ValueError):
+            noise_scale = float("nan")
+        if not 0.0 <= noise_scale <= 1.0:
+            raise ConfigError(f"diffusion noise_scale must be a number from 0 to 1, got "
+                              f"{diffusion.get('noise_scale')!r}")
         return cls(
             latent=latent, scale=int(diffusion.get("sf", config.scale)),
             image_size=image_size, lq_size=lq_size,
@@ -204,7 +216,8 @@ class ModelSpec:
             normalize_input=bool(diffusion.get("normalize_input", True)),
             predict_type=predict_type, sampler=sampler, timesteps=int(diffusion["steps"]),
             factor=latent_factor(config.autoencoder if latent else None),
-            latent_unit=latent_multiple(unet), input_multiple=int(config.input_multiple))
+            latent_unit=latent_multiple(unet), input_multiple=int(config.input_multiple),
+            noise_scale=noise_scale)
 
 
 def latent_factor(autoencoder: Optional[dict]) -> int:

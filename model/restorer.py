@@ -256,7 +256,8 @@ class Restorer:
         """Sample the clean latent for LQ images (Bx3xhxw in [-1, 1], padded already).
 
         mask: Bx1xhxw in [-1, 1], 1 = area to fill (inpainting models only).
-        noises: optional T+1 tensors shaped like the latent (see ``model.sampler``).
+        noises: optional T+1 tensors shaped like the latent (see ``model.sampler``), drawn
+            from ``generator`` when omitted; either way scaled by ``spec.noise_scale``.
         tiles: None runs the whole latent at once; otherwise latent tiles are blended.
         z_y: the already encoded LQ (``encode_lq(lq)``), to skip encoding here.
         Returns x_0 (latent), or [x_T, ..., x_0] with ``return_trajectory``.
@@ -272,6 +273,8 @@ class Restorer:
                                  device=self.device)
         else:
             noises = [n.to(self.device, torch.float32) for n in noises]
+        if self.spec.noise_scale != 1.0:
+            noises = [n * self.spec.noise_scale for n in noises]
         denoiser = self.denoiser()
         if tiles is not None:
             denoiser = TiledDenoiser(denoiser, tiles.latent_tile, tiles.latent_overlap,

@@ -247,14 +247,16 @@ class TiledJob:
 
     def _draw_noise(self, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The request's next noise tensor (CPU float32 from its generator, so every
-        device gives the same image), drawn into ``out`` when given."""
-        device = self.restorer.device
+        device gives the same image; scaled by the model's ``noise_scale``), drawn into
+        ``out`` when given."""
+        device, scale = self.restorer.device, self.restorer.spec.noise_scale
         if out is not None and out.device.type == "cpu" and out.dtype == torch.float32:
-            return torch.randn(self._shape, generator=self._generator, out=out)
-        noise = draw_noises(self._shape, 1, self._generator)[0]
-        if out is not None:
-            return out.copy_(noise)
-        return to_device(noise, device)
+            noise = torch.randn(self._shape, generator=self._generator, out=out)
+        else:
+            noise = draw_noises(self._shape, 1, self._generator)[0]
+            noise = out.copy_(noise) if out is not None else to_device(noise, device)
+        # the multiplication ``Restorer.sample`` does, so the pixels stay the same
+        return noise.mul_(scale) if scale != 1.0 else noise
 
     @torch.no_grad()
     def pending_tiles(self) -> list[TileWork]:

@@ -10,7 +10,7 @@ Sections (see ``configs/demo.yaml`` for a complete, commented example)::
     train:  steps, batch_size, grad_accum, lr, min_lr, warmup_steps, weight_decay,
             betas, ema_decay, grad_clip, amp (auto|on|off), checkpoint_every,
             keep_checkpoints, checkpoint_file, val_every, log_every, threads,
-            lpips_weight
+            lpips_weight, loss (l2|relative_l2), objective (timestep|chain)
 
 Unknown keys are errors (a typo must not silently fall back to a default).
 """
@@ -84,6 +84,10 @@ class TrainSection:
     # PSNR gain over bicubic does; plain L2 lets the few noisiest pairs set the gradient
     # while mean PSNR is set mostly by the easy images.
     loss: Literal["l2", "relative_l2"] = "l2"
+    # "timestep": Algorithm 1, one random timestep per sample. "chain": the loss on the
+    # output of the whole T-step reverse chain, run with gradients (T network calls per
+    # sample): fine-tuning a trained model for the sampler that will run it.
+    objective: Literal["timestep", "chain"] = "timestep"
 
 
 @dataclass
@@ -131,6 +135,9 @@ class TrainConfig:
         if t.loss not in LOSS_NAMES:
             raise ConfigError(f"train.loss must be one of {', '.join(LOSS_NAMES)}, "
                               f"got {t.loss!r}")
+        if t.objective not in ("timestep", "chain"):
+            raise ConfigError(f"train.objective must be 'timestep' or 'chain', got "
+                              f"{t.objective!r}")
         if not 0 <= t.ema_decay < 1:
             raise ConfigError(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
         for flag in ("hflip", "rot90"):

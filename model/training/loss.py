@@ -23,7 +23,7 @@ from torch import nn
 
 from ..denoiser import module_network
 from ..restorer import Restorer
-from ..sampler import q_sample
+from ..sampler import q_sample, sample
 
 
 # 1e-3 in [-1, 1] units is a baseline of 36 dB PSNR: better pairs count as that one
@@ -65,6 +65,31 @@ def diffusion_loss(unet: nn.Module, restorer: Restorer, targets: Targets, t: tor
     ``relative_l2`` loss of the recipe; ``mse`` stays the plain mean for the log."""
     x_t = q_sample(targets.x0, targets.y0, restorer.schedule, t, noise)
     pred = restorer.denoiser(module_network(unet))(x_t, t, targets.cond, mask)
+    return _fit(pred, restorer, targets, gt, lpips, lpips_weight, relative)
+
+
+def chain_loss(unet: nn.Module, restorer: Restorer, targets: Targets,
+               noises: list[torch.Tensor], gt: Optional[torch.Tensor] = None,
+               lpips: Optional[nn.Module] = None, lpips_weight: float = 0.0,
+               mask: Optional[torch.Tensor] = None, relative: bool = False) -> LossOutput:
+    """The same fit, scored on what sampling returns: the whole reverse chain from
+    x_T, run with gradients through every network call (T of them).
+
+    noises: T+1 standard-normal tensors shaped like x0, scaled by the model's
+    ``noise_scale`` as ``Restorer.sample`` scales them, so the chain trained is the
+    chain that runs. Algorithm 1 teaches each timestep alone, on x_t drawn from the
+    forward process; this fine-tunes the steps together for the image they end in
+    (a deterministic chain, ``noise_scale`` 0, is one fixed function of y_0 then)."""
+    scale = restorer.spec.noise_scale
+    noises = [n * scale for n in noises] if scale != 1.0 else noises
+    pred = sample(restorer.denoiser(module_network(unet)), targets.y0, restorer.schedule,
+                  lq=targets.cond, mask=mask, noises=noises,
+                  clip_denoised=restorer.spec.clip_denoised, mode=restorer.spec.sampler)
+    return _fit(pred, restorer, targets, gt, lpips, lpips_weight, relative)
+
+
+def _fit(pred: torch.Tensor, restorer: Restorer, targets: Targets, gt: Optional[torch.Tensor],
+         lpips: Optional[nn.Module], lpips_weight: float, relative: bool) -> LossOutput:
     per_sample = ((pred.float() - targets.x0.float()) ** 2).flatten(1).mean(1)
     mse = per_sample.mean()
     fit = mse

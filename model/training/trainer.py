@@ -34,7 +34,7 @@ from .config import LOSS_NAMES, TrainConfig
 from .data import ImagePool, PairSampler, PairSettings
 from .ema import EMA
 from .evaluate import EvalPair, degrade_pair, evaluate
-from .loss import diffusion_loss, make_targets
+from .loss import chain_loss, diffusion_loss, make_targets
 from .optim import lr_at, make_optimizer, set_lr
 
 log = logging.getLogger("resshift.train")
@@ -216,9 +216,16 @@ class Trainer:
             noise = torch.randn(targets.x0.shape, generator=gen).to(self.device)
             with dist.no_sync(self.model, micro < t.grad_accum - 1), \
                     torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
-                out = diffusion_loss(self.model, self.restorer, targets, ts, noise, gt,
+                if t.objective == "chain":
+                    noises = [noise] + [torch.randn(targets.x0.shape, generator=gen)
+                                        .to(self.device) for _ in range(steps_t)]
+                    out = chain_loss(self.model, self.restorer, targets, noises, gt,
                                      self.lpips, t.lpips_weight,
                                      relative=t.loss == "relative_l2")
+                else:
+                    out = diffusion_loss(self.model, self.restorer, targets, ts, noise, gt,
+                                         self.lpips, t.lpips_weight,
+                                         relative=t.loss == "relative_l2")
             self.scaler.scale(out.loss / t.grad_accum).backward()
             mse_sum += out.mse
             lp_sum += out.lpips or 0.0
@@ -316,7 +323,8 @@ class Trainer:
             "samples_seen": self.step * t.batch_size * t.grad_accum * self.dist.world_size,
             "wall_time_s": round(self.elapsed, 1),
             "loss": LOSS_NAMES[t.loss]
-            + (" + %g LPIPS" % t.lpips_weight if self.lpips is not None else ""),
+            + (" + %g LPIPS" % t.lpips_weight if self.lpips is not None else "")
+            + (" on the sampled chain's output" if t.objective == "chain" else ""),
             "weights": f"EMA (decay {t.ema_decay})",
             "hardware": {"device": str(self.device), "ranks": self.dist.world_size,
                          "threads": torch.get_num_threads(), "cpu": platform.processor() or

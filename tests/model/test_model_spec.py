@@ -75,3 +75,11 @@ def test_a_restorer_reads_its_config_once():
     assert (r.latent, r.scale, r.factor, r.latent_unit, r.predict_type, r.steps) == (
         r.spec.latent, r.spec.scale, r.spec.factor, r.spec.latent_unit, r.spec.predict_type,
         r.spec.steps)
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, "loud", None, float("nan")])
+def test_a_noise_scale_outside_0_to_1_is_refused(value):
+    official = tiny_official("sr")
+    official["diffusion"]["params"]["noise_scale"] = value
+    with pytest.raises(ConfigError, match="noise_scale must be a number from 0 to 1"):
+        ModelSpec.from_config(config_from_official(official))

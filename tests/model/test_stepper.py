@@ -151,3 +151,42 @@ def test_banded_conversion_to_uint8_is_the_whole_conversion():
     from model.stepper import to_uint8_banded
     x = torch.rand(1, 3, 700, 530) * 2.2 - 1.1
     assert np.array_equal(to_uint8_banded(x, rows=64), to_uint8(x))
+
+
+def _tiny_sr_with_noise_scale(scale):
+    from model.config import config_from_official
+    from model.directory import build_networks
+    from model.restorer import Restorer
+    from tests.helpers.models import tiny_official
+    official = tiny_official("sr")
+    official["diffusion"]["params"]["noise_scale"] = scale
+    cfg = config_from_official(official)
+    torch.manual_seed(0)
+    unet, ae = build_networks(cfg)
+    return Restorer(cfg, unet, ae)
+
+
+def test_the_noise_scale_scales_every_noise_the_sampler_draws():
+    full, half = _tiny_sr_with_noise_scale(1.0), _tiny_sr_with_noise_scale(0.5)
+    lq = torch.rand(1, 3, 16, 16) * 2 - 1
+    z = full.encode_lq(lq)
+    noises = [torch.randn(z.shape, generator=torch.Generator().manual_seed(i))
+              for i in range(full.schedule.num_steps + 1)]
+    with torch.no_grad():
+        ours = half.sample(lq, noises=noises)
+        scaled = full.sample(lq, noises=[n * 0.5 for n in noises])
+    assert torch.equal(ours, scaled)
+    assert not torch.equal(ours, full.sample(lq, noises=noises))
+
+
+def test_without_noise_the_seed_changes_nothing_and_a_job_still_gives_restores_pixels():
+    img = photo(20, 44, seed=1)
+    quiet, noisy = _tiny_sr_with_noise_scale(0.0), _tiny_sr_with_noise_scale(1.0)
+    # the same network with noise: the seed matters (so the check below can fail)
+    assert not np.array_equal(noisy.restore(img, seed=1, tile=0), noisy.restore(img, seed=2, tile=0))
+    assert np.array_equal(quiet.restore(img, seed=1, tile=0), quiet.restore(img, seed=2, tile=0))
+    for scale in (0.0, 0.5):
+        r = _tiny_sr_with_noise_scale(scale)
+        job = TiledJob(r, img, seed=11, tile=16)
+        assert job.tiles_per_step > 1
+        assert np.array_equal(job.run(), r.restore(img, seed=11, tile=16)), scale
