@@ -202,10 +202,10 @@ class ModelSpec:
         if sampler not in SAMPLERS:
             raise ConfigError(f"sampler {sampler!r} is not supported; use one of "
                               f"{', '.join(SAMPLERS)}")
-        try:
-            noise_scale = float(diffusion.get("noise_scale", 1.0))
-        except (TypeError, ValueError):
-            noise_scale = float("nan")
+        raw_scale = diffusion.get("noise_scale", 1.0)
+        # a number, not a bool or a numeric string (YAML "0" and JSON true are mistakes)
+        noise_scale = float(raw_scale) if isinstance(raw_scale, (int, float)) and \
+            not isinstance(raw_scale, bool) and abs(raw_scale) <= 1e6 else float("nan")
         if not 0.0 <= noise_scale <= 1.0:
             raise ConfigError(f"diffusion noise_scale must be a number from 0 to 1, got "
                               f"{diffusion.get('noise_scale')!r}")

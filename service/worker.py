@@ -577,13 +577,17 @@ def _backend_labels(backend) -> tuple[str, str]:
 
 
 def _version(restorer, backend: str, precision: str) -> str:
-    """Identifies the output a model gives: its weights, backend and precision. A stored
+    """Identifies the output a model gives: its weights, sampling settings (the model's
+    diffusion section: steps, schedule, noise_scale), backend and precision. A stored
     result (Redis idempotency) is reused only while this stays the same."""
     import hashlib
+    import json
 
     from export.manifest import weights_hash
     modules = [m for _, m in sorted(restorer.networks().items())]
-    text = f"{weights_hash(modules)}:{restorer.family}:{backend}:{precision}"
+    sampling = json.dumps(getattr(getattr(restorer, "config", None), "diffusion", None),
+                          sort_keys=True, default=str)
+    text = f"{weights_hash(modules)}:{restorer.family}:{sampling}:{backend}:{precision}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -77,9 +77,17 @@ def test_a_restorer_reads_its_config_once():
         r.spec.steps)
 
 
-@pytest.mark.parametrize("value", [-0.1, 1.5, "loud", None, float("nan")])
+@pytest.mark.parametrize("value", [-0.1, 1.5, "loud", "0.5", True, None, float("nan"),
+                                   10 ** 400])
 def test_a_noise_scale_outside_0_to_1_is_refused(value):
     official = tiny_official("sr")
     official["diffusion"]["params"]["noise_scale"] = value
     with pytest.raises(ConfigError, match="noise_scale must be a number from 0 to 1"):
         ModelSpec.from_config(config_from_official(official))
+
+
+@pytest.mark.parametrize("value,expected", [(0, 0.0), (0.25, 0.25), (1, 1.0)])
+def test_a_noise_scale_from_0_to_1_is_read(value, expected):
+    official = tiny_official("sr")
+    official["diffusion"]["params"]["noise_scale"] = value
+    assert ModelSpec.from_config(config_from_official(official)).noise_scale == expected

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
+import torch
 
 import model
 
@@ -148,3 +149,22 @@ def test_two_workers_share_the_load(model_dirs):
         assert all(r.status_code == 200 for r in results)
         single = c.post("/v1/restore", **form(encode(photo(16, 16, seed=0)), seed=0))
         assert np.array_equal(decode(single.content), decode(results[0].content))
+
+
+def test_the_stored_result_key_changes_with_the_sampling_settings():
+    # a result stored under one noise_scale must not answer a request after it changed
+    from model.config import config_from_official
+    from model.directory import build_networks
+    from model.restorer import Restorer
+    from service.worker import _version
+    from tests.helpers.models import tiny_official
+
+    def restorer(scale):
+        official = tiny_official("sr")
+        official["diffusion"]["params"]["noise_scale"] = scale
+        cfg = config_from_official(official)
+        torch.manual_seed(0)
+        return Restorer(cfg, *build_networks(cfg))
+    one, zero, again = restorer(1.0), restorer(0.0), restorer(0.0)
+    assert _version(zero, "torch", "float32") == _version(again, "torch", "float32")
+    assert _version(zero, "torch", "float32") != _version(one, "torch", "float32")
