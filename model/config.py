@@ -202,13 +202,13 @@ class ModelSpec:
         if sampler not in SAMPLERS:
             raise ConfigError(f"sampler {sampler!r} is not supported; use one of "
                               f"{', '.join(SAMPLERS)}")
-        raw_scale = diffusion.get("noise_scale", 1.0)
-        # a number, not a bool or a numeric string (YAML "0" and JSON true are mistakes)
-        noise_scale = float(raw_scale) if isinstance(raw_scale, (int, float)) and \
-            not isinstance(raw_scale, bool) and abs(raw_scale) <= 1e6 else float("nan")
-        if not 0.0 <= noise_scale <= 1.0:
+        noise_scale = diffusion.get("noise_scale", 1.0)
+        # a number, not a bool or a numeric string (YAML "0" and JSON true are mistakes);
+        # compared before float() so a huge int cannot overflow, and NaN fails the range
+        if isinstance(noise_scale, bool) or not isinstance(noise_scale, (int, float)) \
+                or not 0 <= noise_scale <= 1:
             raise ConfigError(f"diffusion noise_scale must be a number from 0 to 1, got "
-                              f"{diffusion.get('noise_scale')!r}")
+                              f"{noise_scale!r}")
         return cls(
             latent=latent, scale=int(diffusion.get("sf", config.scale)),
             image_size=image_size, lq_size=lq_size,
@@ -217,7 +217,7 @@ class ModelSpec:
             predict_type=predict_type, sampler=sampler, timesteps=int(diffusion["steps"]),
             factor=latent_factor(config.autoencoder if latent else None),
             latent_unit=latent_multiple(unet), input_multiple=int(config.input_multiple),
-            noise_scale=noise_scale)
+            noise_scale=float(noise_scale))
 
 
 def latent_factor(autoencoder: Optional[dict]) -> int:

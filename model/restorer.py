@@ -25,7 +25,7 @@ from .config import ModelConfig, ModelSpec
 from .denoiser import Network, X0Denoiser, module_network
 from .errors import InputImageError
 from .geometry import TileOptions, WorkShape, fitted_tile
-from .sampler import draw_noises, sample as run_sampler
+from .sampler import draw_noises, sample as run_sampler, scale_noises
 from .schedule import Schedule, schedule_from_config
 from .stepper import TiledJob, TileWork, run_tiles
 from .tensors import pad_to_multiple, to_device, to_model_range, to_uint8
@@ -273,8 +273,7 @@ class Restorer:
                                  device=self.device)
         else:
             noises = [n.to(self.device, torch.float32) for n in noises]
-        if self.spec.noise_scale != 1.0:
-            noises = [n * self.spec.noise_scale for n in noises]
+        noises = scale_noises(noises, self.spec.noise_scale)
         denoiser = self.denoiser()
         if tiles is not None:
             denoiser = TiledDenoiser(denoiser, tiles.latent_tile, tiles.latent_overlap,

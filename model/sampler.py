@@ -63,6 +63,11 @@ def draw_noises(shape: Sequence[int], count: int,
     return [n.to(device=device, dtype=dtype) for n in out]
 
 
+def scale_noises(noises: Sequence[torch.Tensor], scale: float) -> Sequence[torch.Tensor]:
+    """``noises`` times a model's ``noise_scale`` (new tensors; the same ones at 1)."""
+    return noises if scale == 1.0 else [n * scale for n in noises]
+
+
 def prior_sample(y: torch.Tensor, schedule: Schedule, noise: torch.Tensor) -> torch.Tensor:
     """x_T = y + kappa * sqrt(eta_T) * noise (the prior N(y, kappa^2 eta_T I))."""
     return y + schedule.prior_std() * noise

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..denoiser import module_network
 from ..restorer import Restorer
-from ..sampler import q_sample, sample
+from ..sampler import q_sample, sample, scale_noises
 
 
 # 1e-3 in [-1, 1] units is a baseline of 36 dB PSNR: better pairs count as that one
@@ -80,8 +80,7 @@ def chain_loss(unet: nn.Module, restorer: Restorer, targets: Targets,
     chain that runs. Algorithm 1 teaches each timestep alone, on x_t drawn from the
     forward process; this fine-tunes the steps together for the image they end in
     (a deterministic chain, ``noise_scale`` 0, is one fixed function of y_0 then)."""
-    scale = restorer.spec.noise_scale
-    noises = [n * scale for n in noises] if scale != 1.0 else noises
+    noises = scale_noises(noises, restorer.spec.noise_scale)
     pred = sample(restorer.denoiser(module_network(unet)), targets.y0, restorer.schedule,
                   lq=targets.cond, mask=mask, noises=noises,
                   clip_denoised=restorer.spec.clip_denoised, mode=restorer.spec.sampler)
