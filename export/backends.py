@@ -18,13 +18,13 @@ one sampler and the restorer's pre/post-processing stay the same for every backe
                 module or a CUDA GPU, ``BackendUnavailable`` saying what is missing.
 ``auto``        the fastest usable one (``export.families.choose_backend``: on the CPU
                 onnxruntime for the UNet and the torch autoencoder in row bands
-                (float32; the decoder bf16 on a bf16 CPU), :class:`SplitBackend`;
+                (float32; the decoder bf16 where bf16 pays), :class:`SplitBackend`;
                 onnxruntime alone for pixel-space models; measured in
                 docs/benchmarks.md).
 
 Precision (:data:`PRECISIONS`, :func:`resolve_precision`) is what the torch-run
-networks use: ``auto`` is fp16 on CUDA, bf16 on CPUs with AMX-BF16 / AVX512-BF16, fp32
-elsewhere. TF32 for float32 work on CUDA is its own switch (:func:`apply_tf32`), set
+networks use: ``auto`` is fp16 on CUDA, bf16 on CPUs with AMX-BF16 / AVX512-BF16 where
+bf16 also measured faster (``export.cpu_probe``), fp32 elsewhere. TF32 for float32 work on CUDA is its own switch (:func:`apply_tf32`), set
 once when a backend for a CUDA restorer is created.
 
 Graphs are always exported from a float32 CPU copy of the modules
@@ -51,6 +51,7 @@ import torch
 
 from model.denoiser import Network
 
+from .cpu_probe import BF16_MIN_SPEEDUP, bf16_speedup
 from .errors import BackendUnavailable, ExportError
 from .ort import CUDA_EP, OnnxUNet
 from .ort_sessions import OrtSessions
@@ -84,7 +85,9 @@ def resolve_precision(precision: str, device: torch.device) -> tuple[str, str]:
     fp16 keeps 3 more mantissa bits than bf16, so the codebook lookup sees the
     float32 choices far more often; the decoder's NaN/Inf fallback catches overflow);
     bf16 on a CPU with native bf16 kernels (AMX-BF16 or AVX512-BF16 in
-    :func:`cpu_flags`); fp32 elsewhere (emulated bf16 is slower than fp32)."""
+    :func:`cpu_flags`) where a bf16 convolution also measured at least
+    ``BF16_MIN_SPEEDUP`` times faster than float32 (``export.cpu_probe``: some CPUs with
+    the flags run bf16 slower); fp32 elsewhere (emulated bf16 is slower than fp32)."""
     if precision not in PRECISIONS:
         raise BackendUnavailable(f"unknown precision {precision!r}; use one of "
                                  f"{', '.join(PRECISIONS)}")
@@ -96,9 +99,14 @@ def resolve_precision(precision: str, device: torch.device) -> tuple[str, str]:
     if kind != "cpu":
         return "fp32", f"not a CPU or CUDA device ({device})"
     found = [f for f in BF16_CPU_FLAGS if f in cpu_flags()]
-    if found:
-        return "bf16", f"the CPU has {' and '.join(found)}"
-    return "fp32", f"the CPU has neither {' nor '.join(BF16_CPU_FLAGS)}"
+    if not found:
+        return "fp32", f"the CPU has neither {' nor '.join(BF16_CPU_FLAGS)}"
+    speedup = bf16_speedup()
+    measured = (f"the CPU has {' and '.join(found)} and a bf16 convolution ran "
+                f"{speedup:.2f}x as fast as float32 here")
+    if speedup >= BF16_MIN_SPEEDUP:
+        return "bf16", measured
+    return "fp32", f"{measured} (bf16 needs at least {BF16_MIN_SPEEDUP}x)"
 
 
 class Backend(Protocol):
@@ -347,7 +355,7 @@ class OnnxRuntimeBackend(OrtSessions):
 class SplitBackend:
     """The UNet on one backend, the autoencoder on another: on the CPU the fastest mix
     within 40 dB of float32 (onnxruntime float32 UNet; the torch autoencoder in row
-    bands, float32, with the decoder in bf16 after the codebook lookup on a bf16 CPU;
+    bands, float32, with the decoder in bf16 after the codebook lookup where bf16 pays;
     see ``export.families.choose_backend``). ``decoder`` is the torch backend that runs
     both autoencoder halves (the name is kept from when only the decoder ran there)."""
 

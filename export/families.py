@@ -178,7 +178,7 @@ def _choose_resshift(restorer: Restorer, precision: str) -> tuple[str, str]:
     is on a GPU and onnxruntime has it), else torch. On the CPU onnxruntime float32 beat
     torch float32 eager, but for the VQGAN of latent models the torch modules in row
     bands beat onnxruntime (``model.nets.banded``): there ``split`` runs the UNet on
-    onnxruntime and the autoencoder on torch (float32; on a bf16 CPU the decoder in
+    onnxruntime and the autoencoder on torch (float32; where bf16 pays, the decoder in
     bf16, the fastest mix within 40 dB of float32)."""
     try:
         providers = ort_providers(restorer.device)

@@ -418,6 +418,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
     from export.backends import cpu_flags, resolve_precision
+    from export.cpu_probe import bf16_speedup
     from export.bench import (CONFIGS, RANDOM_MODEL, load_restorer, markdown, rows_json,
                               run_bench, svg_plot)
     from export.errors import BackendUnavailable
@@ -459,6 +460,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
               "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
               "cpu_flags": flags,
               "precision_auto": resolve_precision("auto", restorer.device)[0],
+              "bf16_speedup": (round(bf16_speedup(), 3) if restorer.device.type == "cpu"
+                               else None),
               "repeat": args.repeat, "rows": rows_json(rows)}
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -537,7 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "bundled/read-only models)")
     r.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                    help="precision of the torch-run networks (default auto: fp16 autocast "
-                        "on CUDA, bf16 on CPUs with AMX-BF16 / AVX512-BF16, fp32 otherwise; "
+                        "on CUDA, bf16 on CPUs with AMX-BF16 / AVX512-BF16 where a bf16 "
+                        "convolution measures faster, fp32 otherwise; "
                         "bf16 keeps what precedes the codebook lookup in fp32; the choice "
                         "is logged)")
     r.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=False,

@@ -49,7 +49,8 @@ class Settings(BaseSettings):
                          "and checked at start-up when missing)")
     precision: Literal["fp32", "bf16", "fp16", "auto"] = Field(
         default="fp32", description="fp32, bf16 (CPUs with bf16: the VQGAN decoder), fp16 "
-        "(CUDA: torch float16 autocast) or auto (fp16 on CUDA, bf16 on bf16 CPUs)")
+        "(CUDA: torch float16 autocast) or auto (fp16 on CUDA, bf16 on bf16 CPUs where "
+        "it measures faster)")
     tf32: bool = Field(
         default=False, description="TF32 tensor-core math for float32 convolutions and "
         "matmuls on CUDA (torch and onnxruntime). Off by default: fp32 then means IEEE "

@@ -52,14 +52,30 @@ def test_bf16_keeps_latent_models_upstream_of_the_codebook_fp32(small_restorer):
     assert "decoder" in backend.describe()
 
 
-@pytest.mark.parametrize("flags, expected", [({"fpu", "amx_bf16", "amx_tile"}, "bf16"),
-                                             ({"fpu", "avx512_bf16"}, "bf16"),
-                                             ({"fpu", "avx512f"}, "fp32"), (set(), "fp32")])
-def test_precision_auto_follows_cpu_flags(monkeypatch, small_restorer, flags, expected):
+@pytest.mark.parametrize("flags, speedup, expected",
+                         [({"fpu", "amx_bf16", "amx_tile"}, 3.0, "bf16"),
+                          ({"fpu", "avx512_bf16"}, 2.0, "bf16"),
+                          ({"fpu", "avx512_bf16"}, 0.62, "fp32"),   # flags, but bf16 slower
+                          ({"fpu", "avx512f"}, 2.0, "fp32"), (set(), 2.0, "fp32")])
+def test_precision_auto_follows_cpu_flags_and_the_measured_speed(
+        monkeypatch, small_restorer, flags, speedup, expected):
     monkeypatch.setattr(backends, "cpu_flags", lambda: set(flags))
-    assert resolve_precision("auto", torch.device("cpu"))[0] == expected
+    monkeypatch.setattr(backends, "bf16_speedup", lambda: speedup)
+    precision, why = resolve_precision("auto", torch.device("cpu"))
+    assert precision == expected
+    if flags & set(backends.BF16_CPU_FLAGS):
+        assert f"{speedup:.2f}x as fast as float32" in why      # the reason names the number
     backend = create_backend("torch", small_restorer, precision="auto")
     assert isinstance(backend, TorchBackend) and backend.precision == expected
+
+
+def test_the_bf16_probe_measures_this_cpu():
+    from export.cpu_probe import bf16_speedup
+    threads = torch.get_num_threads()
+    speedup = bf16_speedup()
+    assert 0.05 < speedup < 50                 # a real ratio of two timings, both ran
+    assert bf16_speedup() == speedup           # measured once per thread count
+    assert torch.get_num_threads() == threads
 
 
 def test_precision_explicit_and_unknown(monkeypatch):
@@ -85,6 +101,7 @@ def test_bench_cli_writes_json(small_model_dir, tmp_path, capsys):
     assert rc == 0
     result = json.loads(out.read_text())
     assert result["threads"] == 1 and result["precision_auto"] in ("fp32", "bf16")
+    assert result["bf16_speedup"] > 0
     rows = result["rows"]
     assert [(r["config"], r["batch"]) for r in rows] == [
         ("torch-fp32", 1), ("torch-fp32", 2), ("torch-bf16", 1), ("torch-bf16", 2)]
