@@ -11,7 +11,10 @@ models it is the LQ itself.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,10 +165,15 @@ def evaluate(restore: Restore, pairs: Sequence[EvalPair], scale: int, seed: int 
 
 def record_in_model_dir(model_path, report: EvalReport) -> Path:
     """Store the report's means in ``<model dir>/model.json`` under metrics.eval.<key>,
-    key = "<gt folder>/<degradation or paired>/seed<seed>"."""
+    key = "<gt folder>/<degradation or paired>/seed<seed>".
+
+    Two evaluations recording into one model at once (real and clean pairs, say) each
+    read, update and write model.json: the update holds an exclusive lock on the model
+    directory and the file is replaced atomically, so neither loses the other's entry
+    and a reader never sees half a file."""
     from ..directory import MODEL_JSON, resolve_model_dir
-    meta_path = resolve_model_dir(model_path) / MODEL_JSON
-    meta = json.loads(meta_path.read_text())
+    folder = resolve_model_dir(model_path)
+    meta_path = folder / MODEL_JSON
     s = report.setting
     gt = Path(s.get("gt", "gt"))
     where = f"{gt.parent.name}/{gt.name}" if gt.parent.name else gt.name
@@ -175,6 +183,22 @@ def record_in_model_dir(model_path, report: EvalReport) -> Path:
     entry = {"images": len(report.rows), "crop_border": report.crop_border,
              "tile": s.get("tile"), "seed": s.get("seed"),
              "model": report.mean("model"), "bicubic": report.mean("bicubic")}
-    meta.setdefault("metrics", {}).setdefault("eval", {})[key] = entry
-    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    with _locked(folder):
+        meta = json.loads(meta_path.read_text())
+        meta.setdefault("metrics", {}).setdefault("eval", {})[key] = entry
+        tmp = meta_path.with_name(f".{MODEL_JSON}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+        os.replace(tmp, meta_path)
     return meta_path
+
+
+@contextlib.contextmanager
+def _locked(folder: Path):
+    """An exclusive ``flock`` on the directory itself: no lock file is left behind, and
+    the lock outlives the replacement of the file inside it."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)                       # closing releases the lock

@@ -97,3 +97,35 @@ def test_record_stores_the_means_in_model_json(tiny_model_dir, gt_dir):
     meta = json.loads((tiny_model_dir / "model.json").read_text())
     entry = meta["metrics"]["eval"][f"{gt_dir.parent.name}/gt/bicubic/seed1"]
     assert entry["images"] == 2 and set(entry) >= {"model", "bicubic", "crop_border"}
+
+
+def _record(model_dir: str, gt: str, first: int, start) -> None:
+    from model.training.evaluate import EvalReport, record_in_model_dir
+    start.wait()                          # all processes read-modify-write at once
+    for seed in range(first, first + 20):  # each entry once: a lost write loses it
+        means = {"psnr": 20.0 + seed, "ssim": 0.5, "psnr_y": 21.0, "ssim_y": 0.6}
+        report = EvalReport("tiny", 4, 4, {"gt": gt, "degradation": "bicubic", "seed": seed},
+                            rows=[{"name": "x", "model": means, "bicubic": means}])
+        record_in_model_dir(model_dir, report)
+
+
+def test_concurrent_records_keep_every_entry(tiny_model_dir, tmp_path):
+    import multiprocessing
+    import shutil
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, folder)
+    ctx = multiprocessing.get_context("fork")
+    start = ctx.Barrier(6)
+    procs = [ctx.Process(target=_record, args=(str(folder), "val/gt", 100 * k, start))
+             for k in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0] * 6
+    meta = json.loads((folder / "model.json").read_text())
+    entries = meta["metrics"]["eval"]
+    wanted = {f"val/gt/bicubic/seed{100 * k + i}" for k in range(6) for i in range(20)}
+    assert wanted <= set(entries), f"{len(wanted - set(entries))} of 120 entries lost"
+    assert entries["val/gt/bicubic/seed503"]["model"]["psnr"] == 523.0
+    assert not list(folder.glob(".*.tmp"))           # no temporary file left behind
