@@ -264,7 +264,12 @@ def main(argv: Optional[list[str]] = None) -> int:
                         str(weights / "autoencoder.pth"), "-o", str(model_dir)],
                        check=True, cwd=str(REPO))
     sizes = [64] + ([256] if args.large else [])
+    sys.path.insert(0, str(REPO))
+    from export.backends import cpu_flags
+    # the flags that decide the project's CPU path (bf16 also has to measure faster)
+    flags = sorted(f for f in cpu_flags() if f.startswith(("avx512", "amx", "avx_vnni")))
     results = {"machine": platform.processor() or platform.machine(), "threads": args.threads,
+               "cpu_flags": flags,
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "sizes": {}}
     for side in sizes:
         image = work / f"lq{side}.png"
