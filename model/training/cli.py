@@ -146,5 +146,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"wrote {args.json}")
     if args.record:
         from model.training.evaluate import record_in_model_dir
-        print(f"recorded in {record_in_model_dir(args.model, report)}")
+        try:
+            print(f"recorded in {record_in_model_dir(args.model, report)}")
+        except OSError as exc:
+            log.error("cannot record in the model's model.json (%s); the numbers are in "
+                      "the table above%s", exc, " and in --json" if args.json else "")
+            return 2
     return 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import zlib
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from ..degradations.ops import bicubic_upsample, to_uint8
 from ..errors import InputImageError
 from ..imageio import decode_image
 from ..metrics import all_metrics
+
+log = logging.getLogger("resshift.eval")
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 METRIC_KEYS = ("psnr", "ssim", "psnr_y", "ssim_y")
@@ -186,19 +189,40 @@ def record_in_model_dir(model_path, report: EvalReport) -> Path:
     with _locked(folder):
         meta = json.loads(meta_path.read_text())
         meta.setdefault("metrics", {}).setdefault("eval", {})[key] = entry
-        tmp = meta_path.with_name(f".{MODEL_JSON}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(meta, indent=2) + "\n")
-        os.replace(tmp, meta_path)
+        _replace(meta_path, json.dumps(meta, indent=2) + "\n")
     return meta_path
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, flush it to disk, give it the
+    old file's permissions and rename it over ``path``: a crash leaves the old file or
+    the new one, never half of one, and a failure leaves no temporary file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, path.stat().st_mode & 0o7777)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @contextlib.contextmanager
 def _locked(folder: Path):
     """An exclusive ``flock`` on the directory itself: no lock file is left behind, and
-    the lock outlives the replacement of the file inside it."""
+    the lock outlives the replacement of the file inside it. Where directories cannot be
+    locked (NFS wants a file open for writing), it says so and goes on unlocked, as
+    before locking existed: then concurrent recordings may lose one another's entry."""
     fd = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            log.warning("cannot lock %s (%s): recording without a lock; do not record "
+                        "into this model from two processes at once", folder, exc)
         yield
     finally:
         os.close(fd)                       # closing releases the lock

@@ -60,22 +60,46 @@ def test_bf16_keeps_latent_models_upstream_of_the_codebook_fp32(small_restorer):
 def test_precision_auto_follows_cpu_flags_and_the_measured_speed(
         monkeypatch, small_restorer, flags, speedup, expected):
     monkeypatch.setattr(backends, "cpu_flags", lambda: set(flags))
-    monkeypatch.setattr(backends, "bf16_speedup", lambda: speedup)
+    has_bf16 = bool(flags & set(backends.BF16_CPU_FLAGS))
+
+    def probe():
+        assert has_bf16, "no bf16 flags: nothing to measure"
+        return speedup
+    monkeypatch.setattr(backends, "bf16_speedup", probe)
     precision, why = resolve_precision("auto", torch.device("cpu"))
     assert precision == expected
-    if flags & set(backends.BF16_CPU_FLAGS):
+    if has_bf16:
         assert f"{speedup:.2f}x as fast as float32" in why      # the reason names the number
     backend = create_backend("torch", small_restorer, precision="auto")
     assert isinstance(backend, TorchBackend) and backend.precision == expected
 
 
 def test_the_bf16_probe_measures_this_cpu():
-    from export.cpu_probe import bf16_speedup
-    threads = torch.get_num_threads()
-    speedup = bf16_speedup()
-    assert 0.05 < speedup < 50                 # a real ratio of two timings, both ran
-    assert bf16_speedup() == speedup           # measured once per thread count
-    assert torch.get_num_threads() == threads
+    from export import cpu_probe
+    cpu_probe._measured.clear()
+    assert 0.05 < cpu_probe.bf16_speedup() < 50      # a real ratio of two timings, both ran
+
+
+def test_the_bf16_probe_runs_once_for_threads_asking_together(monkeypatch):
+    import threading
+    import time
+    from export import cpu_probe
+    calls = []
+
+    def slow_measure():
+        calls.append(1)
+        time.sleep(0.2)
+        return 1.5
+    monkeypatch.setattr(cpu_probe, "_measure", slow_measure)
+    monkeypatch.setattr(cpu_probe, "_measured", {})
+    answers = []
+    threads = [threading.Thread(target=lambda: answers.append(cpu_probe.bf16_speedup()))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert answers == [1.5] * 4 and len(calls) == 1
 
 
 def test_precision_explicit_and_unknown(monkeypatch):

@@ -122,6 +122,8 @@ def test_concurrent_records_keep_every_entry(tiny_model_dir, tmp_path):
         p.start()
     for p in procs:
         p.join(60)
+        if p.is_alive():
+            p.kill()
     assert [p.exitcode for p in procs] == [0] * 6
     meta = json.loads((folder / "model.json").read_text())
     entries = meta["metrics"]["eval"]
@@ -129,3 +131,35 @@ def test_concurrent_records_keep_every_entry(tiny_model_dir, tmp_path):
     assert wanted <= set(entries), f"{len(wanted - set(entries))} of 120 entries lost"
     assert entries["val/gt/bicubic/seed503"]["model"]["psnr"] == 523.0
     assert not list(folder.glob(".*.tmp"))           # no temporary file left behind
+
+
+def test_a_failed_record_keeps_model_json_whole_and_leaves_no_temporary(tiny_model_dir,
+                                                                        tmp_path, monkeypatch):
+    import os
+    import shutil
+    from model.training import evaluate
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, folder)
+    before = (folder / "model.json").read_text()
+
+    def full_disk(src, dst):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "replace", full_disk)
+    means = {"psnr": 20.0, "ssim": 0.5, "psnr_y": 21.0, "ssim_y": 0.6}
+    report = evaluate.EvalReport("tiny", 4, 4, {"gt": "v/gt", "degradation": "bicubic"},
+                                 rows=[{"name": "x", "model": means, "bicubic": means}])
+    with pytest.raises(OSError, match="No space"):
+        evaluate.record_in_model_dir(folder, report)
+    assert (folder / "model.json").read_text() == before
+    assert not list(folder.glob(".*.tmp"))
+
+
+def test_eval_cli_says_when_it_cannot_record(tiny_model_dir, gt_dir, monkeypatch, caplog):
+    from model.training import evaluate
+
+    def read_only(*_):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(evaluate, "record_in_model_dir", read_only)
+    assert main(["eval", "--model", str(tiny_model_dir), "--gt", str(gt_dir), "--degradation",
+                 "bicubic", "--record", "-q", "--threads", "1"]) == 2
+    assert "cannot record" in caplog.text and "Permission denied" in caplog.text
