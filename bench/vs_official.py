@@ -117,17 +117,6 @@ def official_time(checkout: Path, weights: Path, image: Path, threads: int, repe
     return _time(lambda: sampler.sample_func(y0, mask=None), repeats)
 
 
-def _cpu_flags() -> set[str]:
-    """/proc/cpuinfo's flags, read here so the driver process imports no torch."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 # -- inside the project's process -----------------------------------------------------------
 def project_time(model_dir: Path, image: Path, threads: int, repeats: int, backend: str,
                  precision: str) -> dict:
@@ -144,7 +133,11 @@ def project_time(model_dir: Path, image: Path, threads: int, repeats: int, backe
     lq = np.asarray(Image.open(image).convert("RGB"))
     result = _time(lambda: restorer.restore(lq, seed=0), repeats)
     result["backend"] = used.describe()
+    # what decides the project's CPU path: the flags, and whether bf16 measured faster
+    from export.backends import cpu_flags
     from export.cpu_probe import bf16_speedup
+    result["cpu_flags"] = sorted(f for f in cpu_flags()
+                                 if f.startswith(("avx512", "amx", "avx_vnni")))
     result["bf16_speedup"] = round(bf16_speedup(), 3)
     return result
 
@@ -277,11 +270,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                         str(weights / "autoencoder.pth"), "-o", str(model_dir)],
                        check=True, cwd=str(REPO))
     sizes = [64] + ([256] if args.large else [])
-    # the flags that decide the project's CPU path (bf16 also has to measure faster: the
-    # project's child records that ratio)
-    flags = sorted(f for f in _cpu_flags() if f.startswith(("avx512", "amx", "avx_vnni")))
     results = {"machine": platform.processor() or platform.machine(), "threads": args.threads,
-               "cpu_flags": flags,
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "sizes": {}}
     for side in sizes:
         image = work / f"lq{side}.png"

@@ -24,8 +24,9 @@ one sampler and the restorer's pre/post-processing stay the same for every backe
 
 Precision (:data:`PRECISIONS`, :func:`resolve_precision`) is what the torch-run
 networks use: ``auto`` is fp16 on CUDA, bf16 on CPUs with AMX-BF16 / AVX512-BF16 where
-bf16 also measured faster (``export.cpu_probe``), fp32 elsewhere. TF32 for float32 work on CUDA is its own switch (:func:`apply_tf32`), set
-once when a backend for a CUDA restorer is created.
+bf16 also measured faster (``export.cpu_probe``), fp32 elsewhere. TF32 for float32 work
+on CUDA is its own switch (:func:`apply_tf32`), set once when a backend for a CUDA
+restorer is created.
 
 Graphs are always exported from a float32 CPU copy of the modules
 (``export.store.export_copy``), whatever device the restorer serves on.

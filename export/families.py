@@ -142,13 +142,15 @@ def create_backend(name: str, restorer, model_dir: str | Path | None = None,
         log.info("TF32 %s for float32 CUDA work: %s", "on" if tf32 else "off",
                  ", ".join(f"{k}={v}" for k, v in apply_tf32(tf32).items()))
     asked = precision
-    precision, why_precision = resolve_precision(precision, restorer.device)
-    if not family.precisions and precision != "fp32":
-        if asked != "auto":
-            raise BackendUnavailable(f"precision {asked} is for ResShift models; "
-                                     f"{restorer.family} models run in fp32 "
-                                     f"(--precision fp32)")
+    if not family.precisions and precision == "auto":
+        # nothing to choose (and no bf16 timing to run at start-up)
         precision, why_precision = "fp32", f"{restorer.family} models run in fp32"
+    else:
+        precision, why_precision = resolve_precision(precision, restorer.device)
+    if not family.precisions and precision != "fp32":
+        raise BackendUnavailable(f"precision {asked} is for ResShift models; "
+                                 f"{restorer.family} models run in fp32 "
+                                 f"(--precision fp32)")
     if asked == "auto":
         log.info("precision auto -> %s: %s", precision, why_precision)
     if name == "auto":

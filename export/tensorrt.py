@@ -42,6 +42,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Literal, Optional
 
+from model.atomic import write_atomic as _write_atomic
+
 from .errors import BackendUnavailable, ExportError
 from .limits import MAX_BATCH
 from .manifest import file_hash
@@ -433,17 +435,6 @@ class ParsedNetwork:
             out.setdefault(kind, {}).setdefault(dtype, 0)
             out[kind][dtype] += 1
         return out
-
-
-def _write_atomic(path: Path, data) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def build_engine(onnx_path: str | Path, profile: EngineProfile, out: str | Path,

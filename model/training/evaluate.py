@@ -27,6 +27,7 @@ from ..degradations import Degradation
 from ..degradations.ops import bicubic_upsample, to_uint8
 from ..errors import InputImageError
 from ..imageio import decode_image
+from ..atomic import write_atomic
 from ..metrics import all_metrics
 
 log = logging.getLogger("resshift.eval")
@@ -189,25 +190,8 @@ def record_in_model_dir(model_path, report: EvalReport) -> Path:
     with _locked(folder):
         meta = json.loads(meta_path.read_text())
         meta.setdefault("metrics", {}).setdefault("eval", {})[key] = entry
-        _replace(meta_path, json.dumps(meta, indent=2) + "\n")
+        write_atomic(meta_path, json.dumps(meta, indent=2) + "\n")
     return meta_path
-
-
-def _replace(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, flush it to disk, give it the
-    old file's permissions and rename it over ``path``: a crash leaves the old file or
-    the new one, never half of one, and a failure leaves no temporary file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, path.stat().st_mode & 0o7777)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 @contextlib.contextmanager
